@@ -1,0 +1,127 @@
+"""Split protocols: pure, seeded functions ``RecData -> Split``.
+
+Valid is always carved from train, never from test. Row order inside each part follows the
+interactions table (file order), so results do not depend on hash order or thread timing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from recsys_fewshot.data.recdata import TEST, TRAIN, VALID, DataError, RecData
+
+TASKS = ("rating", "ctr", "ranking")
+
+
+@dataclass
+class Split:
+    """Train/valid/test interaction tables (same columns as ``RecData.interactions``)."""
+
+    task: Optional[str]  # the task the protocol implies (None: the data set's choice)
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    info: dict = field(default_factory=dict)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+    def check_nonempty(self, name: str) -> "Split":
+        for part, frame in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            if len(frame) == 0:
+                raise DataError(
+                    f"split={name}: the {part} set is empty ({self.sizes()}); "
+                    "check the split ratios or the data files"
+                )
+        return self
+
+
+def _carve(rows: np.ndarray, ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Move a random `ratio` of `rows` out; returns (kept, carved), both in original order."""
+    if not 0.0 <= ratio < 1.0:
+        raise DataError(f"a split ratio must be in [0, 1), got {ratio}")
+    n_out = int(round(len(rows) * ratio))
+    mask = np.zeros(len(rows), dtype=bool)
+    mask[rng.permutation(len(rows))[:n_out]] = True
+    return rows[~mask], rows[mask]
+
+
+def _make(data: RecData, name: str, task: Optional[str], train, valid, test, **info) -> Split:
+    inter = data.interactions
+    split = Split(
+        task=task,
+        train=inter.iloc[np.sort(train)].reset_index(drop=True),
+        valid=inter.iloc[np.sort(valid)].reset_index(drop=True),
+        test=inter.iloc[np.sort(test)].reset_index(drop=True),
+        info={"protocol": name, **info},
+    )
+    return split.check_nonempty(name)
+
+
+def given(data: RecData, fold: str = "given", valid_ratio: float = 0.05, seed: int = 0,
+          task: Optional[str] = None) -> Split:
+    """The files' own split (MovieLens ``u1``..``ub``, a CSV folder's train/valid/test files)."""
+    if fold not in data.folds:
+        known = ", ".join(sorted(data.folds)) or "none"
+        raise DataError(f"split.fold={fold!r}: data set {data.name!r} has no such split (has: {known})")
+    codes = data.folds[fold]
+    train = np.flatnonzero(codes == TRAIN)
+    valid = np.flatnonzero(codes == VALID)
+    test = np.flatnonzero(codes == TEST)
+    if len(valid) == 0:
+        train, valid = _carve(train, valid_ratio, np.random.default_rng(seed))
+    return _make(data, "given", task, train, valid, test, fold=fold, seed=seed)
+
+
+def random_split(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,
+                 task: Optional[str] = None) -> Split:
+    """Each interaction goes to test with probability ~test_ratio (exact count, seeded)."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(data.interactions))
+    train, test = _carve(rows, test_ratio, rng)
+    train, valid = _carve(train, valid_ratio, rng)
+    return _make(data, "random", task, train, valid, test, seed=seed)
+
+
+def temporal(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,
+             task: Optional[str] = None) -> Split:
+    """Global time cut: the latest `test_ratio` of interactions is test, the latest part of the rest valid.
+
+    Ties in time keep file order (stable sort), so the cut is deterministic.
+    """
+    ts = data.interactions["timestamp"].to_numpy()
+    if (ts < 0).all():
+        raise DataError(f"split=temporal: data set {data.name!r} has no timestamps")
+    order = np.argsort(ts, kind="stable")
+    n = len(order)
+    n_test = int(round(n * test_ratio))
+    n_valid = int(round((n - n_test) * valid_ratio))
+    train = order[: n - n_test - n_valid]
+    valid = order[n - n_test - n_valid: n - n_test]
+    test = order[n - n_test:]
+    return _make(data, "temporal", task, train, valid, test, seed=seed)
+
+
+def leave_one_out(data: RecData, min_interactions: int = 3, seed: int = 0,
+                  task: Optional[str] = "ranking") -> Split:
+    """Per user, by time (ties: file order): last -> test, second-to-last -> valid, rest -> train.
+
+    Users with fewer than `min_interactions` interactions stay entirely in train.
+    """
+    inter = data.interactions
+    order = np.lexsort((np.arange(len(inter)), inter["timestamp"].to_numpy(), inter["user"].to_numpy()))
+    users = inter["user"].to_numpy()[order]
+    # position from the end within each user's (time-ordered) run
+    counts = np.bincount(users, minlength=data.n_users)
+    ends = np.cumsum(counts)[users]
+    from_end = ends - np.arange(len(order)) - 1  # 0 for the user's last interaction
+    eligible = counts[users] >= min_interactions
+    test = order[eligible & (from_end == 0)]
+    valid = order[eligible & (from_end == 1)]
+    train = order[~eligible | (from_end >= 2)]
+    return _make(data, "leave_one_out", task, train, valid, test, seed=seed,
+                 min_interactions=min_interactions)

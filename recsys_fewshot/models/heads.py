@@ -1,0 +1,124 @@
+"""Scoring heads. Each is a whole recommender (towers + biases + a pair scorer), built from the
+``head=`` config group by Hydra's ``_target_`` with the data-derived arguments passed by train.py.
+
+``MF``: the seed's formula ``ŷ_ij = M(x_i')·M(x_j')ᵀ`` + user, item and global biases.
+``NCF``: the dot product plus an MLP over ``[u, v, u*v]`` (NeuMF-style).
+
+Fallback (documented, counted in metrics.json): a user or item the model cannot represent (no ID
+embedding because unseen in training, and no text/history) scores ``global mean + the other bias``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.towers import ItemTower, UserTower
+
+
+class Recommender(nn.Module):
+    chunk_users = 4096  # users scored at once by score_candidates (heads with big temporaries lower it)
+
+    def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
+                 history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
+                 known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0, dim: int = 64,
+                 item_id: bool = True, user_id: bool = True, user_history: bool = True, biases: bool = True,
+                 id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.01, l2: float = 0.0):
+        super().__init__()
+        self.n_users, self.n_items, self.l2 = n_users, n_items, l2
+        self.items = ItemTower(n_items, dim, item_features, item_id, warm_items, id_dropout, text_hidden, init_std)
+        self.users = UserTower(n_users, n_items, dim, user_id, history if user_history else None,
+                               item_features, known_users, init_std, text_hidden)
+        self.biases = biases
+        if biases:
+            self.user_bias = nn.Embedding(n_users, 1)
+            self.item_bias = nn.Embedding(n_items, 1)
+            nn.init.zeros_(self.user_bias.weight)
+            nn.init.zeros_(self.item_bias.weight)
+        self.global_bias = nn.Parameter(torch.tensor(float(global_mean)))
+
+    # --- pair scorers, specialised by subclasses -------------------------------------------
+    def pair_score(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cross_score(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Scores of every row of u against every row of v: [B, N]."""
+        raise NotImplementedError
+
+    # --- shared ------------------------------------------------------------------------------
+    def _user_bias(self, users: torch.Tensor) -> torch.Tensor:
+        if not self.biases:
+            return torch.zeros(len(users), device=users.device)
+        bias = self.user_bias(users).squeeze(-1)
+        known = getattr(self.users, "known", None)
+        return bias * known[users] if known is not None else bias
+
+    def _item_bias(self, items: torch.Tensor) -> torch.Tensor:
+        if not self.biases:
+            return torch.zeros(len(items), device=items.device)
+        return self.item_bias(items).squeeze(-1)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u, v = self.users(users), self.items(items)
+        return self.pair_score(u, v) + self._user_bias(users) + self._item_bias(items) + self.global_bias
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[len(users), len(items)] scores, e.g. all items for full ranking or sampled negatives."""
+        v = self.items(items)
+        ib = self._item_bias(items)
+        out = []
+        for start in range(0, len(users), self.chunk_users):
+            chunk = users[start: start + self.chunk_users]
+            s = self.cross_score(self.users(chunk), v) + ib.unsqueeze(0)
+            out.append(s + self._user_bias(chunk).unsqueeze(-1) + self.global_bias)
+        return torch.cat(out) if out else torch.zeros(0, len(items), device=items.device)
+
+    def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """MF-style L2 on the embeddings and biases this batch touched (mean over the batch)."""
+        if self.l2 == 0:
+            return torch.zeros((), device=users.device)
+        terms = []
+        if self.users.id_emb is not None:
+            terms.append(self.users.id_emb(users).pow(2).sum(-1))
+        if self.items.id_emb is not None:
+            terms.append(self.items.id_emb(items).pow(2).sum(-1))
+        if self.biases:
+            terms.append(self.user_bias(users).pow(2).sum(-1) + self.item_bias(items).pow(2).sum(-1))
+        if not terms:
+            return torch.zeros((), device=users.device)
+        return self.l2 * torch.stack(terms).sum(0).mean()
+
+
+class MF(Recommender):
+    def pair_score(self, u, v):
+        return (u * v).sum(-1)
+
+    def cross_score(self, u, v):
+        return u @ v.T
+
+
+class NCF(Recommender):
+    chunk_users = 64
+
+    def __init__(self, *args, hidden: Sequence[int] = (128, 64), dropout: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        dim = kwargs.get("dim", 64)
+        layers: list[nn.Module] = []
+        width = 3 * dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def pair_score(self, u, v):
+        return (u * v).sum(-1) + self.mlp(torch.cat([u, v, u * v], -1)).squeeze(-1)
+
+    def cross_score(self, u, v):
+        b, n = len(u), len(v)
+        uu = u.unsqueeze(1).expand(b, n, -1)
+        vv = v.unsqueeze(0).expand(b, n, -1)
+        return u @ v.T + self.mlp(torch.cat([uu, vv, uu * vv], -1)).squeeze(-1)

@@ -1,0 +1,37 @@
+"""Training losses by task: MSE (rating), binary cross-entropy (ctr), sampled softmax (ranking).
+
+`TaskLoss` wraps a recommender into a module whose forward returns the loss of a batch, so the
+engine can hand it to Accelerate (DDP then sees every parameter the loss touches).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TASKS = ("rating", "ctr", "ranking")
+
+
+class TaskLoss(nn.Module):
+    def __init__(self, model: nn.Module, task: str, num_negatives: int = 64):
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
+        self.model, self.task, self.num_negatives = model, task, num_negatives
+
+    def forward(self, batch: tuple) -> torch.Tensor:
+        users, items, target = batch
+        reg = self.model.regularization(users, items)
+        if self.task == "rating":
+            return F.mse_loss(self.model(users, items), target) + reg
+        if self.task == "ctr":
+            return F.binary_cross_entropy_with_logits(self.model(users, items), target) + reg
+        # ranking: softmax over the positive and uniformly drawn negatives shared by the batch;
+        # a negative that happens to be the row's positive is masked out
+        negatives = torch.randint(0, self.model.n_items, (self.num_negatives,), device=items.device)
+        pos = self.model(users, items).unsqueeze(-1)
+        neg = self.model.score_candidates(users, negatives)
+        neg = neg.masked_fill(negatives.unsqueeze(0) == items.unsqueeze(-1), float("-inf"))
+        logits = torch.cat([pos, neg], -1)
+        return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long, device=users.device)) + reg

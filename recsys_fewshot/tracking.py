@@ -1,0 +1,101 @@
+"""Results on disk (always, atomically) and in an experiment tracker (wandb, through Accelerate)."""
+
+from __future__ import annotations
+
+import json
+import math
+import netrc
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+
+def _atomic(path: Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # JSON has no NaN; null means "not defined" (e.g. AUC with one class)
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
+            f.write("\n")
+    return _atomic(path, write)
+
+
+def write_parquet(path: Path, frame) -> Path:
+    return _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_safetensors(path: Path, tensors: dict) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return _atomic(path, lambda tmp: save_file(tensors, tmp))
+
+
+def wandb_has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def wandb_mode(mode: Optional[str]) -> str:
+    """The configured mode, else $WANDB_MODE, else online with an API key and offline without."""
+    if mode:
+        if mode not in ("online", "offline", "disabled"):
+            raise ValueError(f"logger.mode={mode!r}: expected online, offline or disabled")
+        return mode
+    return os.environ.get("WANDB_MODE") or ("online" if wandb_has_api_key() else "offline")
+
+
+def tracker_setup(name: str, run_dir: Path, mode: Optional[str], group: Optional[str], tags: list[str],
+                  entity: Optional[str], run_name: str) -> tuple[list[str], dict]:
+    """(Accelerate `log_with`, `init_kwargs`) for logger `name` (wandb | none)."""
+    if name == "none":
+        return [], {}
+    if name != "wandb":
+        raise ValueError(f"logger.name={name!r}: expected wandb or none")
+    kwargs = {"dir": str(run_dir), "mode": wandb_mode(mode), "name": run_name, "tags": list(tags),
+              "group": group, "entity": entity, "reinit": "finish_previous"}
+    return ["wandb"], {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
+
+
+def flatten(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def set_summary(accelerator, values: dict[str, Any]) -> None:
+    """Final numbers into the tracker's run summary (wandb), on the main process."""
+    if not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            tracker.tracker.summary.update(_jsonable(values))
