@@ -18,6 +18,9 @@ def _atomic(path: Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -84,7 +87,7 @@ def tracker_setup(name: str, run_dir: Path, mode: Optional[str], group: Optional
     if name != "wandb":
         raise ValueError(f"logger.name={name!r}: expected wandb or none")
     kwargs = {"dir": str(run_dir), "mode": wandb_mode(mode), "name": run_name, "tags": list(tags),
-              "group": group, "entity": entity, "reinit": "finish_previous"}
+              "group": group, "entity": entity, "reinit": "finish_previous", "settings": {"quiet": True}}
     return ["wandb"], {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
 
 

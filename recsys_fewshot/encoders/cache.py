@@ -1,0 +1,127 @@
+"""Content-addressed cache of frozen text vectors (safetensors shards).
+
+Layout: ``<cache_dir>/embeddings/<encoder.identity[:16]>/<sha256>.safetensors``; each shard holds
+``keys`` (uint8 ``[n, 16]``: the first 16 bytes of sha256(identity + "\\0" + text)) and ``vectors``
+(float32 ``[n, dim]``). A run looks every text up across the shards, encodes only the missing
+(distinct) texts and writes them as one new shard, atomically. Shards are never modified, so
+concurrent runs can share a cache. A fully warm lookup never loads the model (nor imports
+``transformers``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from recsys_fewshot.encoders.text_encoder import TextEncoder
+
+KEY_BYTES = 16
+
+
+def text_key(identity: str, text: str) -> bytes:
+    """Cache key of one text under one encoder identity."""
+    return hashlib.sha256(f"{identity}\0{text}".encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES]
+
+
+def cache_folder(cache_dir: Path, encoder: TextEncoder) -> Path:
+    """Where the shards of this encoder (model + settings) live."""
+    return Path(cache_dir) / "embeddings" / encoder.identity[:16]
+
+
+def _read_shard(file: Path, dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(keys, vectors) of a shard, or None (with a warning) when it is unreadable or malformed."""
+    try:
+        tensors = load_file(str(file))
+        keys, vectors = tensors["keys"], tensors["vectors"]
+        problem = None
+        if keys.dtype != torch.uint8 or keys.dim() != 2 or keys.shape[1] != KEY_BYTES:
+            problem = f"keys is {keys.dtype} {list(keys.shape)}, expected uint8 [n, {KEY_BYTES}]"
+        elif vectors.dtype != torch.float32 or list(vectors.shape) != [keys.shape[0], dim]:
+            problem = f"vectors is {vectors.dtype} {list(vectors.shape)}, expected float32 [{keys.shape[0]}, {dim}]"
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem is not None:
+        warnings.warn(f"ignoring unreadable embedding cache shard {file} ({problem}); "
+                      "its texts are encoded again and it is removed", RuntimeWarning, stacklevel=3)
+        return None
+    return keys, vectors
+
+
+def _write_shard(folder: Path, keys: torch.Tensor, vectors: torch.Tensor) -> Path:
+    """Write one shard atomically (temp file in the same folder, then os.replace); its name is its key hash."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{hashlib.sha256(keys.numpy().tobytes()).hexdigest()}.safetensors"
+    tmp = folder / f".{final.stem[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as fh:  # open() honours the umask (safetensors' save_file writes 0600 files)
+            fh.write(save({"keys": keys.contiguous(), "vectors": vectors.contiguous()}))
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def encode_cached(encoder: TextEncoder, texts: list[str],
+                  cache_dir: Path | None) -> tuple[torch.Tensor, dict]:
+    """Vectors of `texts` (``[n, dim]`` float32, input order), reusing and extending the cache.
+
+    Returns the vectors and ``{"hits", "misses", "forward_calls", "seconds"}``, where hits/misses count
+    distinct texts (found in the cache / encoded now). ``cache_dir=None``: no cache, distinct texts
+    are encoded once.
+    """
+    start, calls_before = time.perf_counter(), encoder.forward_calls
+    distinct = list(dict.fromkeys(texts))
+    position = {text: i for i, text in enumerate(distinct)}
+    vectors = torch.empty(len(distinct), encoder.dim)
+    found = torch.zeros(len(distinct), dtype=torch.bool)
+    folder = None if cache_dir is None else cache_folder(cache_dir, encoder)
+    keys = [text_key(encoder.identity, t) for t in distinct] if folder is not None else []
+    bad_shards: list[Path] = []
+    if folder is not None and folder.is_dir() and distinct:
+        wanted = {key: i for i, key in enumerate(keys)}
+        for file in sorted(folder.glob("*.safetensors")):
+            shard = _read_shard(file, encoder.dim)
+            if shard is None:
+                bad_shards.append(file)
+                continue
+            shard_keys, shard_vectors = shard
+            raw = shard_keys.numpy().tobytes()
+            pairs = [(wanted.pop(raw[row * KEY_BYTES:(row + 1) * KEY_BYTES], None), row)
+                     for row in range(shard_keys.shape[0])]
+            pairs = [(i, row) for i, row in pairs if i is not None]
+            if pairs:
+                ours, theirs = (list(column) for column in zip(*pairs))
+                vectors[ours] = shard_vectors[theirs]
+                found[ours] = True
+    missing = (~found).nonzero().flatten().tolist()
+    written = None
+    if missing:
+        vectors[missing] = encoder.encode([distinct[i] for i in missing])
+        if folder is not None:
+            new_keys = torch.frombuffer(bytearray(b"".join(keys[i] for i in missing)), dtype=torch.uint8)
+            try:
+                written = _write_shard(folder, new_keys.view(len(missing), KEY_BYTES), vectors[missing])
+            except OSError as err:  # e.g. a read-only or full disk: the vectors are still good
+                warnings.warn(f"could not write to the embedding cache {folder}: {err}", RuntimeWarning,
+                              stacklevel=2)
+    for file in bad_shards:  # its texts are in the new shard now (or were found elsewhere)
+        if file == written:  # same texts, same name: already replaced by a good copy
+            continue
+        try:
+            file.unlink()
+        except OSError:
+            pass  # e.g. a read-only cache: it is ignored again next time
+    out = vectors[[position[t] for t in texts]] if texts else torch.zeros(0, encoder.dim)
+    stats = {"hits": len(distinct) - len(missing), "misses": len(missing),
+             "forward_calls": encoder.forward_calls - calls_before,
+             "seconds": time.perf_counter() - start}
+    return out, stats

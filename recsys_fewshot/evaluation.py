@@ -1,0 +1,144 @@
+"""Scoring a split with a trained recommender: pointwise metrics on pairs, full ranking over items.
+
+Works with any model exposing ``forward(users, items) -> scores`` and
+``score_candidates(users, items) -> [U, I] scores``. Under several processes each rank scores its
+shard and the results are gathered, so metrics do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_fewshot import metrics as M
+from recsys_fewshot.data.recdata import UserHistory
+
+
+@dataclass
+class TaskSpec:
+    task: str  # rating | ctr | ranking
+    positive_threshold: float  # rating >= this is relevant / liked
+    rating_range: Optional[tuple[float, float]] = None  # predictions are clipped to it (rating task)
+    ks: Sequence[int] = (10, 20)
+    chunk_size: int = 1024
+    rank_all: bool = True  # rating/ctr tasks also report full-ranking metrics
+
+
+def default_monitor(task: str) -> str:
+    return {"rating": "rmse", "ctr": "auc", "ranking": "ndcg@10"}[task]
+
+
+def relevant(frame: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
+    """Boolean mask of the rows that count as liked / relevant."""
+    if "label" in frame.columns and frame["label"].notna().all():
+        return frame["label"].to_numpy() > 0
+    ratings = frame["rating"].to_numpy()
+    if np.isnan(ratings).all():  # implicit data: every interaction is a positive
+        return np.ones(len(frame), dtype=bool)
+    return ratings >= spec.positive_threshold
+
+
+def targets(frame: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
+    if spec.task == "rating":
+        return frame["rating"].to_numpy(np.float32)
+    return relevant(frame, spec).astype(np.float32)
+
+
+@torch.no_grad()
+def predict_pairs(model, users: np.ndarray, items: np.ndarray, accelerator, batch_size: int = 4096) -> np.ndarray:
+    """Scores of (user, item) pairs, in input order, sharded over processes and gathered."""
+    from recsys_fewshot.engine import batch_loader
+
+    loader = accelerator.prepare_data_loader(
+        batch_loader(torch.as_tensor(users), torch.as_tensor(items), batch_size=batch_size, shuffle=False))
+    out = []
+    for u, i in loader:
+        out.append(accelerator.gather_for_metrics(model(u, i).float()))
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+
+
+def pointwise_metrics(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    if spec.task == "rating":
+        y = frame["rating"].to_numpy(np.float64)
+        pred = np.clip(scores, *spec.rating_range) if spec.rating_range else scores
+        out = {"rmse": M.rmse(y, pred), "mae": M.mae(y, pred)}
+        liked = relevant(frame, spec)
+        out["auc"] = M.auc(liked.astype(int), pred)
+        return out
+    if spec.task == "ctr":
+        y = relevant(frame, spec).astype(int)
+        probs = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+        return {"auc": M.auc(y, scores), "accuracy": M.accuracy(y, probs), "f1": M.f1(y, probs),
+                "logloss": M.logloss(y, probs)}
+    return {}
+
+
+@torch.no_grad()
+def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclude: UserHistory, n_items: int,
+               ks: Sequence[int], chunk_size: int, accelerator) -> dict[str, np.ndarray]:
+    """Per-user ranking metrics over all items, the user's `exclude` items removed from the ranking.
+
+    Users are split across processes; each rank scores `chunk_size` users at a time (never the full
+    users x items matrix) and the per-user arrays are gathered in user order.
+    """
+    from accelerate.utils import gather_object
+
+    k_max = max(ks)
+    device = accelerator.device
+    all_items = torch.arange(n_items, device=device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = np.arange(rank, len(users), world)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(mine), chunk_size):
+        idx = mine[start: start + chunk_size]
+        chunk = users[idx]
+        scores = model.score_candidates(torch.as_tensor(chunk, device=device), all_items).float()
+        lengths = exclude.indptr[chunk + 1] - exclude.indptr[chunk]
+        rows = np.repeat(np.arange(len(chunk)), lengths)
+        cols = np.concatenate([exclude.row(u) for u in chunk]) if len(rows) else np.zeros(0, np.int64)
+        scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
+        top = torch.topk(scores, min(k_max, n_items), dim=1).indices.cpu().numpy()
+        if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
+            top = np.pad(top, ((0, 0), (0, k_max - top.shape[1])), constant_values=-1)
+        per_user = M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)
+        for name, values in per_user.items():
+            parts.setdefault(name, []).append(values)
+        parts.setdefault("_index", []).append(idx.astype(np.float64))
+    local = {name: np.concatenate(v) for name, v in parts.items()}
+    if world == 1:
+        return {k: v for k, v in local.items() if k != "_index"}
+    gathered = gather_object([local])
+    index = np.concatenate([g.get("_index", np.zeros(0)) for g in gathered]).astype(np.int64)
+    order = np.argsort(index)
+    names = [n for n in gathered[0] if n != "_index"] if gathered[0] else []
+    return {n: np.concatenate([g[n] for g in gathered if n in g])[order] for n in names}
+
+
+def ranking_metrics(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
+                    accelerator) -> tuple[dict[str, float], int]:
+    """Mean ranking metrics over users with at least one relevant item in `frame`; returns (metrics, n_users)."""
+    liked = frame[relevant(frame, spec)]
+    if liked.empty:
+        return {}, 0
+    grouped = liked.groupby("user", sort=True)["item"]
+    users = np.fromiter(grouped.groups.keys(), dtype=np.int64)
+    positives = [g.to_numpy(np.int64) for _, g in grouped]
+    per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator)
+    return M.mean_over_users(per_user), len(users)
+
+
+def evaluate_frame(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
+                   accelerator, batch_size: int = 4096) -> tuple[dict[str, float], np.ndarray]:
+    """All metrics that apply to the task on one part of a split; returns (metrics, pair scores)."""
+    scores = predict_pairs(model, frame["user"].to_numpy(), frame["item"].to_numpy(), accelerator, batch_size)
+    out = pointwise_metrics(spec, frame, scores)
+    if spec.task == "ranking" or (spec.rank_all and spec.task == "rating"):
+        ranked, _ = ranking_metrics(model, frame, exclude, n_items, spec, accelerator)
+        out.update(ranked)
+    if spec.task == "rating" and spec.rating_range:
+        scores = np.clip(scores, *spec.rating_range)
+    return out, scores

@@ -1,0 +1,78 @@
+"""Split protocols: sizes, disjointness, determinism, and the rules each one promises."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakes import write_ml100k
+from recsys_fewshot.data import protocols as P
+from recsys_fewshot.data.recdata import TEST, TRAIN, DataError
+from recsys_fewshot.data.sources import read_ml100k
+from recsys_fewshot.data.text import render_texts
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return read_ml100k(write_ml100k(tmp_path_factory.mktemp("d") / "ml-100k", n_users=50, n_items=30,
+                                    n_per_user=12, seed=2))
+
+
+def keys(frame):
+    return set(zip(frame.user, frame.item))
+
+
+def test_random_split_is_a_seeded_partition(data):
+    a = P.random_split(data, test_ratio=0.2, valid_ratio=0.1, seed=5)
+    b = P.random_split(data, test_ratio=0.2, valid_ratio=0.1, seed=5)
+    c = P.random_split(data, test_ratio=0.2, valid_ratio=0.1, seed=6)
+    n = len(data.interactions)
+    assert a.sizes() == {"test": round(0.2 * n), "valid": round(0.1 * (n - round(0.2 * n))),
+                         "train": n - round(0.2 * n) - round(0.1 * (n - round(0.2 * n)))}
+    assert keys(a.train) | keys(a.valid) | keys(a.test) == keys(data.interactions)
+    assert not keys(a.train) & keys(a.test) and not keys(a.valid) & keys(a.test) and not keys(a.train) & keys(a.valid)
+    pd.testing.assert_frame_equal(a.test, b.test)
+    assert keys(a.test) != keys(c.test)
+
+
+def test_given_fold_keeps_the_files_test_and_carves_valid_from_train(data):
+    s = P.given(data, fold="u1", valid_ratio=0.1, seed=0)
+    codes = data.folds["u1"]
+    file_test = keys(data.interactions[codes == TEST])
+    file_train = keys(data.interactions[codes == TRAIN])
+    assert keys(s.test) == file_test
+    assert keys(s.train) | keys(s.valid) == file_train  # valid comes from train, never from test
+    assert len(s.valid) == round(0.1 * len(file_train))
+    with pytest.raises(DataError, match="split.fold='u9'"):
+        P.given(data, fold="u9")
+
+
+def test_temporal_split_puts_the_latest_interactions_in_test(data):
+    s = P.temporal(data, test_ratio=0.25, valid_ratio=0.1)
+    assert s.train.timestamp.max() <= s.valid.timestamp.min() <= s.valid.timestamp.max() <= s.test.timestamp.min()
+    assert len(s.test) == round(0.25 * len(data.interactions))
+
+
+def test_leave_one_out_takes_each_users_last_two(data):
+    s = P.leave_one_out(data)
+    assert s.task == "ranking"
+    assert len(s.test) == len(s.valid) == data.interactions.user.nunique()
+    inter = data.interactions.reset_index().rename(columns={"index": "row"})
+    for user, rows in inter.groupby("user"):
+        ordered = rows.sort_values(["timestamp", "row"], kind="stable")  # ties: file order
+        assert s.test[s.test.user == user].item.tolist() == [ordered.item.iloc[-1]]
+        assert s.valid[s.valid.user == user].item.tolist() == [ordered.item.iloc[-2]]
+
+
+def test_empty_part_is_an_error_naming_the_split(data):
+    with pytest.raises(DataError, match="test set is empty"):
+        P.random_split(data, test_ratio=0.0)
+
+
+def test_text_template_renders_and_names_missing_columns(data):
+    texts = render_texts(data.items, "{title} ({year}). Genres: {genres}.", ["genres"])
+    assert len(texts) == data.n_items
+    first = data.items.iloc[0]
+    assert texts[0].startswith(f"{first.title} ({first.year}). Genres: ")
+    assert "|" not in texts[0]
+    with pytest.raises(DataError, match="plot"):
+        render_texts(data.items, "{title} {plot}")

@@ -1,0 +1,142 @@
+"""The content-addressed embedding cache: hits, misses, keys, shard format, corruption, lazy imports."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recsys_fewshot.encoders.cache import cache_folder, encode_cached, text_key
+from recsys_fewshot.encoders.text_encoder import TextEncoder
+
+TEXTS = ["Silver Harbor Action", "Paper Garden Comedy", "North Winter Drama", "Golden Stone Horror",
+         "Blue Little Romance", "Hidden Broken Sci-Fi", "Café Quiet Drama"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shards(cache: Path, encoder: TextEncoder) -> list[Path]:
+    return sorted(cache_folder(cache, encoder).glob("*.safetensors"))
+
+
+def test_second_call_is_all_hits(tiny_bert, tmp_path):
+    enc = TextEncoder(str(tiny_bert), batch_size=4)
+    first, stats = encode_cached(enc, TEXTS, tmp_path)
+    assert stats["hits"] == 0 and stats["misses"] == len(TEXTS) and stats["forward_calls"] >= 2
+    torch.testing.assert_close(first, enc.encode(TEXTS))
+    again, stats = encode_cached(TextEncoder(str(tiny_bert), batch_size=4), TEXTS[::-1], tmp_path)
+    assert stats["hits"] == len(TEXTS) and stats["misses"] == 0 and stats["forward_calls"] == 0
+    assert torch.equal(again, first.flip(0))
+    assert stats["seconds"] >= 0
+
+
+def test_shard_format_and_keys(tiny_bert, tmp_path):
+    enc = TextEncoder(str(tiny_bert))
+    vectors, _ = encode_cached(enc, TEXTS[:3], tmp_path)
+    folder = tmp_path / "embeddings" / enc.identity[:16]
+    (shard,) = shards(tmp_path, enc)
+    assert shard.parent == folder and not [p for p in folder.iterdir() if p.suffix != ".safetensors"]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert shard.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable like any file the user writes
+    tensors = load_file(str(shard))
+    assert tensors["keys"].dtype == torch.uint8 and tensors["keys"].shape == (3, 16)
+    assert tensors["vectors"].dtype == torch.float32 and tensors["vectors"].shape == (3, 32)
+    expected = hashlib.sha256((enc.identity + "\0" + TEXTS[1]).encode()).digest()[:16]
+    assert text_key(enc.identity, TEXTS[1]) == expected
+    row = [bytes(k.tolist()) for k in tensors["keys"]].index(expected)
+    assert torch.equal(tensors["vectors"][row], vectors[1])
+
+
+def test_only_new_texts_are_encoded(tiny_bert, tmp_path):
+    enc = TextEncoder(str(tiny_bert))
+    base, _ = encode_cached(enc, TEXTS[:-1], tmp_path)
+    more, stats = encode_cached(enc, TEXTS + TEXTS[:2], tmp_path)  # one new text, and duplicates
+    assert (stats["hits"], stats["misses"], stats["forward_calls"]) == (len(TEXTS) - 1, 1, 1)
+    assert torch.equal(more[: len(TEXTS) - 1], base)
+    assert torch.equal(more[len(TEXTS):], base[:2])
+    torch.testing.assert_close(more[len(TEXTS) - 1], enc.encode([TEXTS[-1]])[0])
+    assert len(shards(tmp_path, enc)) == 2
+
+
+def test_duplicates_are_encoded_once_without_cache(tiny_bert):
+    enc = TextEncoder(str(tiny_bert))
+    vectors, stats = encode_cached(enc, ["b", "a", "b", "b"], None)
+    assert (stats["hits"], stats["misses"]) == (0, 2)
+    assert torch.equal(vectors[0], vectors[2]) and torch.equal(vectors[0], vectors[3])
+    empty, stats = encode_cached(enc, [], None)
+    assert empty.shape == (0, 32) and stats["forward_calls"] == 0
+
+
+@pytest.mark.parametrize("change", [{"pooling": "cls"}, {"max_length": 16}, {"normalize": True}])
+def test_settings_that_change_vectors_change_keys(tiny_bert, tmp_path, change):
+    encode_cached(TextEncoder(str(tiny_bert)), TEXTS, tmp_path)
+    other = TextEncoder(str(tiny_bert), **change)
+    _, stats = encode_cached(other, TEXTS, tmp_path)
+    assert stats["hits"] == 0 and stats["misses"] == len(TEXTS)
+
+
+def test_corrupt_shard_is_ignored_and_replaced(tiny_bert, tmp_path):
+    enc = TextEncoder(str(tiny_bert))
+    good, _ = encode_cached(enc, TEXTS, tmp_path)
+    (shard,) = shards(tmp_path, enc)
+    shard.write_bytes(shard.read_bytes()[:100])  # truncated, as after a crash of a non-atomic writer
+    with pytest.warns(RuntimeWarning, match=shard.name):
+        again, stats = encode_cached(enc, TEXTS, tmp_path)
+    assert stats["misses"] == len(TEXTS) and stats["hits"] == 0
+    torch.testing.assert_close(again, good)
+    assert shards(tmp_path, enc) == [shard]  # same texts -> same content-addressed name, now whole
+    assert torch.equal(load_file(str(shard))["vectors"], again)
+
+
+def test_corrupt_shard_is_removed_once_its_texts_are_rewritten(tiny_bert, tmp_path):
+    enc = TextEncoder(str(tiny_bert))
+    encode_cached(enc, TEXTS[:3], tmp_path)
+    (shard,) = shards(tmp_path, enc)
+    shard.write_bytes(b"\x00" * 8)
+    with pytest.warns(RuntimeWarning, match=shard.name):
+        _, stats = encode_cached(enc, TEXTS[:2], tmp_path)
+    assert stats["misses"] == 2 and not shard.exists() and len(shards(tmp_path, enc)) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the bad shard is gone: no warning any more
+        _, stats = encode_cached(enc, TEXTS[:3], tmp_path)
+    assert (stats["hits"], stats["misses"]) == (2, 1)
+
+
+def test_shard_of_the_wrong_shape_is_ignored(tiny_bert, tmp_path):
+    from safetensors.torch import save_file
+
+    enc = TextEncoder(str(tiny_bert))
+    folder = cache_folder(tmp_path, enc)
+    folder.mkdir(parents=True)
+    keys = torch.tensor([list(text_key(enc.identity, TEXTS[0]))], dtype=torch.uint8)
+    save_file({"keys": keys, "vectors": torch.zeros(1, 5)}, str(folder / "odd.safetensors"))
+    with pytest.warns(RuntimeWarning, match=r"odd\.safetensors .*expected float32 \[1, 32\]"):
+        vectors, stats = encode_cached(enc, TEXTS[:1], tmp_path)
+    assert stats["misses"] == 1 and vectors.abs().sum() > 0
+
+
+def test_warm_lookup_does_not_import_transformers(tiny_bert, tmp_path):
+    encode_cached(TextEncoder(str(tiny_bert)), TEXTS, tmp_path)
+    code = ("import sys; from pathlib import Path\n"
+            "from recsys_fewshot.encoders.cache import encode_cached\n"
+            "from recsys_fewshot.encoders.text_encoder import TextEncoder\n"
+            f"v, s = encode_cached(TextEncoder({str(tiny_bert)!r}), {TEXTS!r}, Path({str(tmp_path)!r}))\n"
+            "print(s['hits'], s['forward_calls'], tuple(v.shape), 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.split() == [str(len(TEXTS)), "0", f"({len(TEXTS)},", "32)", "False"]
+
+
+def test_unwritable_cache_warns_and_still_returns_vectors(tiny_bert, tmp_path):
+    (tmp_path / "embeddings").write_text("not a folder")  # mkdir of the cache folder fails (as root, too)
+    enc = TextEncoder(str(tiny_bert))
+    with pytest.warns(RuntimeWarning, match="could not write to the embedding cache"):
+        vectors, stats = encode_cached(enc, TEXTS[:2], tmp_path)
+    assert stats["misses"] == 2
+    torch.testing.assert_close(vectors, enc.encode(TEXTS[:2]))
