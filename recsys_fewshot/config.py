@@ -113,14 +113,14 @@ class PeftConfig:
 class OptimizerConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 0.0  # decoupled decay of every weight at every step (head.l2 is the MF-style one)
 
 
 @dataclass
 class TrainerConfig:
     max_epochs: int = 30
-    batch_size: int = 1024
+    batch_size: int = 256
     eval_batch_size: int = 4096
     patience: int = 3  # epochs without improvement of the monitored metric before stopping
     monitor: Optional[str] = None  # e.g. rmse, auc, ndcg@10; None: the task's default

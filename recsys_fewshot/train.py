@@ -12,6 +12,7 @@ import time
 _T_IMPORT = time.perf_counter()
 
 import logging  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
@@ -77,9 +78,115 @@ def item_vectors(cfg: DictConfig, data, accelerator) -> tuple[Optional[Any], dic
     return vectors, {"encoder": enc.name_or_path, **stats}
 
 
+@dataclass
+class Prepared:
+    """What the training stage needs, derived from the split (no model yet)."""
+
+    spec: Any  # evaluation.TaskSpec
+    train_users: Any  # np.ndarray of the interactions the model trains on
+    train_items: Any
+    train_targets: Any
+    global_mean: float  # initial global bias: mean rating, or the logit of the positive rate
+    warm: Any  # torch [n_items] 1.0 for items seen in training
+    known: Any  # torch [n_users] 1.0 for users seen in training
+    history: Any  # UserHistory the user tower pools
+    exclude_valid: Any  # UserHistory of items removed from the ranking when scoring valid
+    exclude_test: Any  # ... and test
+
+
+def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from recsys_fewshot.data.recdata import UserHistory
+    from recsys_fewshot.evaluation import TaskSpec, targets
+
+    train, valid = split.train, split.valid
+    users, items = train["user"].to_numpy().copy(), train["item"].to_numpy().copy()
+    spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
+                    ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking)
+    y = targets(train, spec)
+    if task == "rating":
+        if np.isnan(y).any():
+            raise ValueError(f"task=rating needs explicit ratings; {data.name} is implicit: use task=ranking")
+        spec.rating_range = (float(y.min()), float(y.max()))
+        global_mean = float(y.mean())
+    elif task == "ctr":
+        rate = float(np.clip(y.mean(), 1e-3, 1 - 1e-3))
+        global_mean = float(np.log(rate / (1 - rate)))
+    else:
+        global_mean = 0.0
+        keep = y > 0  # ranking trains on the relevant interactions
+        users, items, y = users[keep], items[keep], y[keep]
+    warm = torch.zeros(data.n_items)
+    warm[torch.as_tensor(items)] = 1.0
+    known = torch.zeros(data.n_users)
+    known[torch.as_tensor(users)] = 1.0
+    seen = pd.concat([train, valid])
+    return Prepared(
+        spec=spec, train_users=users, train_items=items, train_targets=y, global_mean=global_mean,
+        warm=warm, known=known, history=UserHistory.from_pairs(users, items, data.n_users),
+        exclude_valid=UserHistory.from_pairs(train["user"].to_numpy(), train["item"].to_numpy(), data.n_users),
+        exclude_test=UserHistory.from_pairs(seen["user"].to_numpy(), seen["item"].to_numpy(), data.n_users))
+
+
+def build_model(cfg: DictConfig, data, prep: Prepared, features):
+    """The `head=` recommender, built by Hydra's `_target_` with the data-derived arguments."""
+    from hydra.utils import instantiate
+
+    build = instantiate(cfg.head, _partial_=True, _convert_="all")
+    return build(n_users=data.n_users, n_items=data.n_items, item_features=features, history=prep.history,
+                 warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean)
+
+
+def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, task: str, accelerator, log_with):
+    import torch
+    from hydra.utils import instantiate
+
+    from recsys_fewshot.engine import batch_loader, fit
+    from recsys_fewshot.evaluation import default_monitor, pointwise_metrics, predict_pairs, ranking_metrics
+    from recsys_fewshot.models.objectives import TaskLoss
+
+    loss_module = TaskLoss(model, task, cfg.trainer.num_negatives)
+    optimizer = instantiate(cfg.optimizer)(params=[p for p in loss_module.parameters() if p.requires_grad])
+    loader = batch_loader(torch.as_tensor(prep.train_users), torch.as_tensor(prep.train_items),
+                          torch.as_tensor(prep.train_targets), batch_size=cfg.trainer.batch_size, shuffle=True,
+                          seed=cfg.seed)
+    monitor = cfg.trainer.monitor or default_monitor(task)
+    spec = prep.spec
+
+    def evaluate_valid(m) -> dict[str, float]:
+        scores = predict_pairs(m, valid["user"].to_numpy(), valid["item"].to_numpy(), accelerator,
+                               cfg.trainer.eval_batch_size)
+        out = pointwise_metrics(spec, valid, scores)
+        if task == "ranking" or monitor not in out:
+            out.update(ranking_metrics(m, valid, prep.exclude_valid, n_items, spec, accelerator)[0])
+        return out
+
+    def log_epoch(row: dict, step: int) -> None:
+        accelerator.log(row, step=step)
+
+    result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
+                 max_epochs=cfg.trainer.max_epochs, patience=cfg.trainer.patience, monitor=monitor,
+                 grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
+                 progress=cfg.trainer.progress, log=log_epoch if log_with else None)
+    return result, monitor
+
+
+def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
+    """Test rows the model cannot represent (they fall back to biases; see models/heads.py)."""
+    import numpy as np
+
+    users_ok = prep.known.numpy().astype(bool)
+    items_ok = np.ones(len(prep.warm), bool) if features is not None else prep.warm.numpy().astype(bool)
+    tu, ti = test["user"].to_numpy(), test["item"].to_numpy()
+    return {"unseen_user_rows": int((~users_ok[tu]).sum()), "unseen_item_rows": int((~items_ok[ti]).sum()),
+            "fallback_rows": int((~users_ok[tu] | ~items_ok[ti]).sum())}
+
+
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """The whole job; everything it writes goes under `run_dir`."""
-    import numpy as np
     import pandas as pd
     import torch
     from accelerate import Accelerator
@@ -87,11 +194,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     from hydra.utils import instantiate
 
     from recsys_fewshot import tracking
-    from recsys_fewshot.data.recdata import UserHistory
-    from recsys_fewshot.engine import batch_loader, fit
-    from recsys_fewshot.evaluation import TaskSpec, default_monitor, evaluate_frame, pointwise_metrics, \
-        predict_pairs, ranking_metrics, targets
-    from recsys_fewshot.models.objectives import TASKS, TaskLoss
+    from recsys_fewshot.evaluation import evaluate_frame, targets
+    from recsys_fewshot.models.objectives import TASKS
 
     timer = Timer()
     startup = round(timer._t - _T_IMPORT, 3)
@@ -119,95 +223,43 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         features, enc_info = item_vectors(cfg, data, accelerator)
         timer.lap("encode")
 
-        train, valid, test = split.train, split.valid, split.test
-        train_u, train_i = train["user"].to_numpy().copy(), train["item"].to_numpy().copy()
-        spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
-                        ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking)
-        y_train = targets(train, spec)
-        if task == "rating":
-            if np.isnan(y_train).any():
-                raise ValueError(f"task=rating needs explicit ratings; {data.name} is implicit: use task=ranking")
-            spec.rating_range = (float(y_train.min()), float(y_train.max()))
-            global_mean = float(y_train.mean())
-        elif task == "ctr":
-            rate = float(np.clip(y_train.mean(), 1e-3, 1 - 1e-3))
-            global_mean = float(np.log(rate / (1 - rate)))
-        else:
-            global_mean = 0.0
-            keep = targets(train, spec) > 0  # ranking trains on the relevant interactions
-            train_u, train_i, y_train = train_u[keep], train_i[keep], y_train[keep]
-        warm = torch.zeros(data.n_items)
-        warm[torch.as_tensor(train_i)] = 1.0
-        known = torch.zeros(data.n_users)
-        known[torch.as_tensor(train_u)] = 1.0
-        history = UserHistory.from_pairs(train_u, train_i, data.n_users)
-        build_model = instantiate(cfg.head, _partial_=True, _convert_="all")
-        model = build_model(n_users=data.n_users, n_items=data.n_items, item_features=features, history=history,
-                            warm_items=warm, known_users=known, global_mean=global_mean)
-        model.to(accelerator.device)
-        loss_module = TaskLoss(model, task, cfg.trainer.num_negatives)
-        optimizer = instantiate(cfg.optimizer)(params=[p for p in loss_module.parameters() if p.requires_grad])
-        loader = batch_loader(torch.as_tensor(train_u), torch.as_tensor(train_i), torch.as_tensor(y_train),
-                              batch_size=cfg.trainer.batch_size, shuffle=True, seed=cfg.seed)
-        monitor = cfg.trainer.monitor or default_monitor(task)
-        exclude_valid = UserHistory.from_pairs(train["user"].to_numpy(), train["item"].to_numpy(), data.n_users)
-
-        def evaluate_valid(m) -> dict[str, float]:
-            out = pointwise_metrics(spec, valid, predict_pairs(m, valid["user"].to_numpy(), valid["item"].to_numpy(),
-                                                               accelerator, cfg.trainer.eval_batch_size))
-            if task == "ranking" or monitor not in out:
-                out.update(ranking_metrics(m, valid, exclude_valid, data.n_items, spec, accelerator)[0])
-            return out
-
-        def log_epoch(row: dict, step: int) -> None:
-            accelerator.log({k: v for k, v in row.items() if k != "epoch"} | {"epoch": row["epoch"]}, step=step)
-
-        result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
-                     max_epochs=cfg.trainer.max_epochs, patience=cfg.trainer.patience, monitor=monitor,
-                     grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
-                     progress=cfg.trainer.progress, log=log_epoch if log_with else None)
+        prep = prepare(cfg, data, split, task)
+        model = build_model(cfg, data, prep, features).to(accelerator.device)
+        result, monitor = train_model(cfg, model, prep, split.valid, data.n_items, task, accelerator, log_with)
         timer.lap("train")
 
         model.eval()
-        seen = pd.concat([train, valid])
-        exclude_test = UserHistory.from_pairs(seen["user"].to_numpy(), seen["item"].to_numpy(), data.n_users)
+        spec, valid, test = prep.spec, split.valid, split.test
         with torch.no_grad():
-            valid_metrics = evaluate_frame(model, valid, exclude_valid, data.n_items, spec, accelerator,
+            valid_metrics = evaluate_frame(model, valid, prep.exclude_valid, data.n_items, spec, accelerator,
                                            cfg.trainer.eval_batch_size)[0]
-            test_metrics, scores = evaluate_frame(model, test, exclude_test, data.n_items, spec, accelerator,
+            test_metrics, scores = evaluate_frame(model, test, prep.exclude_test, data.n_items, spec, accelerator,
                                                   cfg.trainer.eval_batch_size)
         timer.lap("eval")
 
-        # rows the model cannot represent fall back to biases (documented in models/heads.py)
-        users_ok = known.numpy().astype(bool)
-        items_ok = np.ones(data.n_items, bool) if features is not None else warm.numpy().astype(bool)
-        tu, ti = test["user"].to_numpy(), test["item"].to_numpy()
-        fallback = {"unseen_user_rows": int((~users_ok[tu]).sum()), "unseen_item_rows": int((~items_ok[ti]).sum()),
-                    "fallback_rows": int((~users_ok[tu] | ~items_ok[ti]).sum())}
         timer.seconds["startup"] = startup
         timer.seconds["total"] = round(time.perf_counter() - _T_IMPORT, 3)
         summary = {
             "task": task,
             "dataset": data.name,
             "split": {**split.sizes(), "protocol": split.info.get("protocol"), "seed": cfg.split.seed,
-                      "users": data.n_users, "items": data.n_items, **fallback},
+                      "users": data.n_users, "items": data.n_items, **fallback_counts(prep, test, features)},
             "seed": cfg.seed,
             "monitor": monitor,
             "best_epoch": result.best_epoch,
             "epochs": len(result.history),
             "valid": valid_metrics,
             "test": test_metrics,
-            "baseline": baseline(spec, test, y_train),
+            "baseline": baseline(spec, test, prep.train_targets),
             "encoder": enc_info,
             "seconds": timer.seconds,
         }
         if accelerator.is_main_process:
-            weights = accelerator.unwrap_model(model).state_dict()
-            tracking.write_safetensors(run_dir / "model.safetensors", weights)
+            tracking.write_safetensors(run_dir / "model.safetensors", accelerator.unwrap_model(model).state_dict())
             if cfg.save_predictions:
-                frame = pd.DataFrame({
-                    "user_id": data.user_raw_ids()[tu], "item_id": data.item_raw_ids()[ti],
-                    "target": targets(test, spec), "score": scores})
+                tu, ti = test["user"].to_numpy(), test["item"].to_numpy()
+                frame = pd.DataFrame({"user_id": data.user_raw_ids()[tu], "item_id": data.item_raw_ids()[ti],
+                                      "target": targets(test, spec), "score": scores})
                 tracking.write_parquet(run_dir / "predictions.parquet", frame)
             tracking.write_json(run_dir / "metrics.json", summary)
             print_table(summary)
