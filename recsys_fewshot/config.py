@@ -33,6 +33,13 @@ class DatasetConfig:
 
 
 @dataclass
+class TallrecJsonDatasetConfig(DatasetConfig):
+    train_file: Optional[str] = None  # TALLRec prompt files, relative to dataset.dir (or absolute); None: absent
+    valid_file: Optional[str] = None
+    test_file: Optional[str] = None  # given: the test set is this whole file, read only to score it
+
+
+@dataclass
 class SplitConfig:
     _target_: str = MISSING  # a protocol function RecData -> Split
     _partial_: bool = True
@@ -69,6 +76,47 @@ class LeaveOneOutSplitConfig(SplitConfig):
 
 
 @dataclass
+class ColdItemsSplitConfig(SplitConfig):
+    _target_: str = "recsys_fewshot.data.coldstart.cold_items"
+    cold_ratio: float = 0.2  # fraction of items made cold: all their interactions are test
+    valid_ratio: float = 0.1  # fraction of the remaining (warm) items made cold for valid
+
+
+@dataclass
+class ColdUsersSplitConfig(SplitConfig):
+    _target_: str = "recsys_fewshot.data.coldstart.cold_users"
+    k: int = 5  # support interactions per cold user (their first k by time)
+    cold_ratio: float = 0.2  # fraction of users made cold
+    valid_ratio: float = 0.1  # fraction of the remaining (warm) users made cold for valid
+    min_queries: int = 1  # a user needs k + min_queries interactions to be drawn as cold
+    adapt_steps: int = 0  # >0: also report metrics after this many per-user fine-tuning steps on the support
+    adapt_lr: float = 0.01  # learning rate of that fine-tuning (Adam, full batch; L2 1.0 on what it fits)
+
+
+@dataclass
+class PerUserSplitConfig(SplitConfig):
+    _target_: str = "recsys_fewshot.data.coldstart.per_user"
+    test_ratio: float = 0.2  # of each user's interactions
+    valid_ratio: float = 0.1  # of each user's remaining interactions
+
+
+@dataclass
+class TallrecSplitConfig(SplitConfig):
+    _target_: str = "recsys_fewshot.data.tallrec.tallrec"
+    task: Optional[str] = "ctr"
+    n_shots: int = 64  # N labelled samples trained on (the first N of a seeded shuffle of the pool); <=0: all
+    valid: str = "full"  # full: the protocol's valid set (TALLRec) | holdout: part of the N | none: nothing else
+    n_samples: int = 10_000  # rating data: the last this many samples are cut into train/valid/test
+    history_len: int = 10  # rating data: items in each sample's history
+    train_ratio: float = 0.8  # pool (train) share, cut in order (rating data) or after a seeded shuffle (one file)
+    valid_ratio: float = 0.1  # valid share; the rest is test
+    holdout_ratio: float = 0.25  # valid=holdout: share of the N shots held out for early stopping
+    partition_seed: int = 0  # one sample file: the shuffle cutting it into pool/valid/test (same for all seeds)
+    augment: str = "none"  # none | loo | prefix: extra training samples from each shot's own labelled items
+    positive_threshold: float = 4.0  # ratings >= this are liked (history labels of rating data)
+
+
+@dataclass
 class EncoderConfig:
     name_or_path: Optional[str] = None  # None: no text (ID-only baseline)
     pooling: str = "mean"  # cls | mean | last (decoder LMs)
@@ -90,6 +138,11 @@ class HeadConfig:
     text_hidden: int = 0  # 0: linear projection of text vectors; >0: one hidden layer of this width
     init_std: float = 0.01
     l2: float = 0.0  # L2 penalty on the embeddings and biases a batch touches (classic MF regularisation)
+    history_weights: str = "none"  # none | centred: pool history items weighted by the user's centred ratings
+    history_bias: bool = False  # user bias from the history's ratings (shrunk mean residual): serves unseen users
+    bias_shrink: float = 5.0  # shrinkage (pseudo-count) of that bias: larger trusts few ratings less
+    loo_history: bool = False  # in training, leave the predicted item out of its user's history (no label leak)
+    history_sample_k: int = 0  # >0: training pools ~k random history items per user (K-shot episodes for cold users)
 
 
 @dataclass
@@ -105,8 +158,102 @@ class MFHeadConfig(HeadConfig):
 
 
 @dataclass
+class SeqHeadConfig(HeadConfig):
+    _target_: str = "recsys_fewshot.models.sequential.SeqRec"
+    layers: int = 2  # transformer blocks over the history sequence
+    heads: int = 2  # attention heads (dim must divide by it)
+    max_len: int = 50  # the latest items of a history that the user tower reads
+    dropout: float = 0.2
+    temperature: float = 0.07  # scores are cosine similarities / temperature
+
+
+@dataclass
+class HistoryHeadConfig:
+    _target_: str = MISSING
+    recency: float = 1.0  # history item weight = recency ** (age - 1), age 1 = the latest; 1: no recency
+    max_history: int = 50  # the latest items of a history that are read
+
+
+@dataclass
+class RandomHeadConfig(HistoryHeadConfig):
+    _target_: str = "recsys_fewshot.models.fewshot.RandomScore"
+    seed: int = 0  # the fixed pseudo-random score per (sample, item)
+
+
+@dataclass
+class LikeRateHeadConfig(HistoryHeadConfig):
+    _target_: str = "recsys_fewshot.models.fewshot.LikeRate"
+    prior: float = 0.0  # pseudo-counts: (liked + prior) / (n + 2 prior); 0: the plain fraction of liked items
+
+
+@dataclass
+class FewShotHeadConfig(HistoryHeadConfig):
+    _target_: str = "recsys_fewshot.models.fewshot.FewShotCTR"
+    recency: float = 0.9
+    prior_precision: float = 1.0  # of the per-sample ability's prior: larger trusts a short history less
+    learn_prior: bool = False  # also learn the prior's mean, precision and the recency (more to over-fit)
+    newton_steps: int = 5  # steps of the per-sample MAP estimate
+    text_probe: bool = True  # item appeal from a linear probe of the frozen text vector
+    item_id: bool = True  # + an ID offset for items the training samples labelled
+    content: bool = True  # + similarity of the target to the history's liked minus disliked items
+    l2_text: float = 3.0  # L2 prior strengths (fixed, not per sample): larger stays nearer the zero-shot score
+    l2_id: float = 3.0
+    l2_content: float = 3.0
+
+
+@dataclass
+class TextPoolHeadConfig(HeadConfig):
+    _target_: str = "recsys_fewshot.models.sequential.TextPool"
+    decay: float = 0.5  # weight of an item = decay ** (its age in the history); 1: plain mean
+    max_len: int = 50  # latest history items pooled
+
+
+@dataclass
 class PeftConfig:
-    method: str = "frozen"  # frozen: vectors extracted once and cached
+    method: str = "frozen"  # frozen: vectors extracted once and cached; bitfit: biases; full: all weights
+
+
+@dataclass
+class LoraPeftConfig(PeftConfig):
+    method: str = "lora"
+    r: int = 8  # adapter rank
+    alpha: int = 16  # the update is scaled by alpha / r
+    dropout: float = 0.1  # on the adapter's input
+    target_modules: Optional[list[str]] = None  # None: peft's default for the architecture (BERT: query, value)
+
+
+@dataclass
+class AdaLoraPeftConfig(PeftConfig):
+    method: str = "adalora"
+    init_r: int = 12  # starting rank of every adapter
+    target_r: int = 8  # average rank left after the budget is reallocated
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: Optional[list[str]] = None
+    tinit: int = 0  # optimizer steps before ranks start being pruned
+    tfinal: int = 0  # final steps with the ranks fixed
+    delta_t: int = 1  # steps between two budget reallocations
+
+
+@dataclass
+class IA3PeftConfig(PeftConfig):
+    method: str = "ia3"
+    target_modules: Optional[list[str]] = None  # None: peft's default (BERT: key, value, output.dense)
+    feedforward_modules: Optional[list[str]] = None  # of those, the ones scaled on their input
+
+
+@dataclass
+class PrefixPeftConfig(PeftConfig):
+    method: str = "prefix"
+    num_virtual_tokens: int = 20  # learnt key/value positions prepended in every layer
+    projection: bool = False  # reparametrise the prefix through an MLP
+
+
+@dataclass
+class PromptPeftConfig(PeftConfig):
+    method: str = "prompt"
+    num_virtual_tokens: int = 20  # learnt input embeddings prepended to every text
+    init_text: Optional[str] = None  # initialise them from this text's tokens; None: random
 
 
 @dataclass
@@ -115,6 +262,10 @@ class OptimizerConfig:
     _partial_: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.0  # decoupled decay of every weight at every step (head.l2 is the MF-style one)
+    head_lr: Optional[float] = None  # learning rate of the recommender head; None: lr
+    encoder_lr: Optional[float] = None  # learning rate of the trainable encoder part (peft != frozen); None: lr
+    scheduler: str = "none"  # none | linear | cosine: decay of the learning rates over all optimizer steps
+    warmup: float = 0.0  # fraction of the optimizer steps spent ramping the learning rates up from 0
 
 
 @dataclass
@@ -130,6 +281,10 @@ class TrainerConfig:
     grad_clip: float = 0.0  # 0: off
     progress: bool = True  # tqdm bar on the main process
     limit_train_batches: int = 0  # 0: all (debug runs use 1)
+    gradient_accumulation_steps: int = 1  # batches summed into one optimizer step
+    split_batches: bool = True  # batch_size is the global batch split over processes (results do not depend on N)
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (accelerator.save_state); 0: none
+    resume: Optional[str] = None  # true: newest checkpoint of this run dir; or a checkpoint / run dir path
 
 
 @dataclass
@@ -137,16 +292,19 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     chunk_size: int = 1024  # users scored at once in full ranking
     ranking: bool = True  # rating/ctr tasks also rank all items for recall/NDCG
+    candidates: Optional[str] = None  # all | test_items (items of the part being scored); None: the split's
+    history_with_valid: bool = False  # test-time user histories also hold the valid interactions
 
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none
+    name: str = "wandb"  # wandb | tensorboard | none
     project: str = "recsys-fewshot"
     entity: Optional[str] = None
     mode: Optional[str] = None  # online | offline | disabled; None: offline unless an API key is configured
-    group: Optional[str] = None
-    tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None  # None: the sweep directory's name for multirun jobs, no group for single runs
+    job_type: Optional[str] = None  # None: "sweep" for multirun jobs, "train" for single runs
+    tags: list[str] = field(default_factory=list)  # added to the automatic ones (dataset=..., head=..., ...)
 
 
 @dataclass
@@ -164,19 +322,27 @@ class Config:
     seed: int = 0  # model initialisation and batch order
     cache_dir: Optional[str] = None  # None -> env RECSYS_FEWSHOT_CACHE -> ~/.cache/recsys_fewshot/cache
     save_predictions: bool = True
+    optimized_metric: Optional[str] = None  # what main() returns to a sweeper, e.g. valid/rmse; None: valid monitor
+    init_from: Optional[str] = None  # a run directory: load its model.safetensors where names and shapes match
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"base": DatasetConfig},
+    "dataset": {"base": DatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,
         "temporal": TemporalSplitConfig,
         "leave_one_out": LeaveOneOutSplitConfig,
+        "cold_items": ColdItemsSplitConfig,
+        "cold_users": ColdUsersSplitConfig,
+        "per_user": PerUserSplitConfig,
+        "tallrec": TallrecSplitConfig,
     },
     "encoder": {"base": EncoderConfig},
-    "head": {"mf": MFHeadConfig, "mlp": MLPHeadConfig},
-    "peft": {"base": PeftConfig},
+    "head": {"mf": MFHeadConfig, "mlp": MLPHeadConfig, "seq": SeqHeadConfig, "text_pool": TextPoolHeadConfig,
+             "random": RandomHeadConfig, "likerate": LikeRateHeadConfig, "fewshot": FewShotHeadConfig},
+    "peft": {"base": PeftConfig, "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig,
+             "prefix": PrefixPeftConfig, "prompt": PromptPeftConfig},
     "optimizer": {"base": OptimizerConfig},
     "trainer": {"base": TrainerConfig},
     "logger": {"base": LoggerConfig},

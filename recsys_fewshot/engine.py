@@ -8,9 +8,9 @@ weights before returning.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -63,32 +63,89 @@ class FitResult:
     best: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    train_seconds: float = 0.0  # time in the training batches only (no validation), this process
+    samples: int = 0  # training rows processed, all processes together
+    updates: int = 0  # optimizer steps
+
+
+def loader_generator(loader: DataLoader) -> Optional[torch.Generator]:
+    """The generator that shuffles `loader` (its state at an epoch's start makes that epoch's order)."""
+    sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    return getattr(sampler, "generator", None)
+
+
+def _rows(batch) -> int:
+    """Rows in a batch: a tuple/list of tensors, a dict of tensors, or one tensor."""
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0] if isinstance(batch, (tuple, list)) \
+        else batch
+    return len(first)
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of everything in `model`'s state dict that training can change (frozen weights left out)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
 
 
 def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader,
         evaluate: Callable[[nn.Module], dict[str, float]], accelerator, *, max_epochs: int, patience: int,
         monitor: str, grad_clip: float = 0.0, limit_train_batches: int = 0, progress: bool = True,
         log: Optional[Callable[[dict[str, float], int], None]] = None,
-        scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None) -> FitResult:
+        scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
+        on_step: Optional[Callable[[int], None]] = None, checkpoint_dir: Optional[Path] = None,
+        checkpoint_every: int = 0, resume_from: Optional[Path] = None) -> FitResult:
     """Train `loss_module` (which holds `model`); returns the best epoch's validation metrics.
 
     `evaluate(model)` must return a dict holding `monitor`; NaN counts as no improvement.
+    `on_step(n)` runs after the n-th optimizer step, before the gradients are cleared. Every
+    `checkpoint_every` optimizer steps the full state goes to `checkpoint_dir` (see `checkpoint.py`);
+    `resume_from` (a checkpoint folder) continues such a run exactly where it stopped.
     """
     from tqdm.auto import tqdm
 
+    from recsys_fewshot import checkpoint as ckpt
+
     start = time.perf_counter()
     mode = mode_for(monitor)
-    loss_module, optimizer, train_loader = accelerator.prepare(loss_module, optimizer, train_loader)
+    generator = loader_generator(train_loader)
+    objects = (loss_module, optimizer, train_loader) + ((scheduler,) if scheduler is not None else ())
+    loss_module, optimizer, train_loader, *rest = accelerator.prepare(*objects)
+    scheduler = rest[0] if rest else None
     best_value, best_epoch, best_state, best_metrics = None, -1, None, {}
     history: list[dict[str, float]] = []
-    stale = 0
-    step = 0
-    for epoch in range(max_epochs):
+    stale = step = updates = first_epoch = skip = 0
+    totals, rng, samples, train_seconds = None, None, 0, 0.0
+    if resume_from is not None:
+        loop, tensors = ckpt.load(accelerator, resume_from)
+        rng = ckpt.rng_state()  # re-applied once the resumed epoch's loader has started (it draws a seed)
+        first_epoch, skip, step, updates = loop["epoch"], loop["batches"], loop["step"], loop["updates"]
+        best_value, best_epoch, best_metrics = loop["best_value"], loop["best_epoch"], loop["best_metrics"]
+        stale, history, samples = loop["stale"], loop["history"], loop["samples"]
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
+        best_state = best or None
+        totals = tensors["totals"]
+        if generator is not None and "generator" in tensors:
+            generator.set_state(tensors["generator"])
+        accelerator.print(f"resumed from {resume_from}: epoch {first_epoch + 1}, {skip} batches done")
+    for epoch in range(first_epoch, max_epochs):
         loss_module.train()
-        total, batches = torch.zeros((), device=accelerator.device), 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{max_epochs}", leave=False,
+        if generator is not None and not skip:
+            epoch_generator = generator.get_state()
+        elif generator is not None:
+            epoch_generator = tensors["generator"]
+        total, batches = torch.zeros((), device=accelerator.device), skip
+        if totals is not None:
+            total += float(totals[accelerator.process_index])
+            totals = None
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        skip = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{max_epochs}", leave=False,
                    disable=not (progress and accelerator.is_main_process))
+        tick = time.perf_counter()
         for batch in bar:
+            if rng is not None:
+                ckpt.set_rng_state(rng)
+                rng = None
             if limit_train_batches and batches >= limit_train_batches:
                 break
             with accelerator.accumulate(loss_module):
@@ -99,10 +156,28 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
+                if accelerator.sync_gradients:
+                    updates += 1
+                    if on_step is not None:
+                        on_step(updates)
                 optimizer.zero_grad(set_to_none=True)
             total += loss.detach()
             batches += 1
             step += 1
+            samples += _rows(batch) * accelerator.num_processes
+            if checkpoint_every and checkpoint_dir is not None and accelerator.sync_gradients \
+                    and updates % checkpoint_every == 0:
+                tensors = {"totals": accelerator.gather(total.reshape(1)).cpu(),
+                           **({"generator": epoch_generator} if generator is not None else {}),
+                           **{f"best/{k}": v for k, v in (best_state or {}).items()}}
+                loop = {"epoch": epoch, "batches": batches, "step": step, "updates": updates,
+                        "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
+                        "stale": stale, "history": history, "samples": samples}
+                ckpt.save(accelerator, checkpoint_dir, updates, loop, tensors)
+        train_seconds += time.perf_counter() - tick
+        if rng is not None:  # resumed at the very end of an epoch
+            ckpt.set_rng_state(rng)
+            rng = None
         train_loss = float(accelerator.reduce(total, reduction="mean")) / max(batches, 1)
         model.eval()
         with torch.no_grad():
@@ -120,14 +195,17 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
                           + (" *" if improved else ""))
         if improved:
             best_value, best_epoch, best_metrics, stale = value, epoch + 1, dict(metrics), 0
-            best_state = copy.deepcopy(accelerator.unwrap_model(model).state_dict())
+            best_state = trainable_state(accelerator.unwrap_model(model))
         else:
             stale += 1
             if stale >= patience:
                 break
     if best_state is not None:
-        accelerator.unwrap_model(model).load_state_dict(best_state)
-    return FitResult(best_epoch, best_metrics, history, time.perf_counter() - start)
+        unexpected = accelerator.unwrap_model(model).load_state_dict(best_state, strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"best weights hold tensors the model lacks: {unexpected[:3]}")
+    return FitResult(best_epoch, best_metrics, history, time.perf_counter() - start, train_seconds, samples,
+                     updates)
 
 
 def stack_gathered(accelerator, parts: Sequence[torch.Tensor]) -> torch.Tensor:

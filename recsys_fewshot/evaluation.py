@@ -26,6 +26,18 @@ class TaskSpec:
     ks: Sequence[int] = (10, 20)
     chunk_size: int = 1024
     rank_all: bool = True  # rating/ctr tasks also report full-ranking metrics
+    candidates: Optional[str] = None  # all | test_items (the scored part's items); None: what the split gives
+
+
+def resolve_candidates(mode: Optional[str], frame: pd.DataFrame, given: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """The item indices a part ranks (None: all items). `given`: the split's own set for that part."""
+    if mode is None:
+        return None if given is None else np.asarray(given, np.int64)
+    if mode == "all":
+        return None
+    if mode == "test_items":
+        return np.unique(frame["item"].to_numpy()).astype(np.int64)
+    raise ValueError(f"eval.candidates={mode!r}: expected all, test_items or null (the split's choice)")
 
 
 def default_monitor(task: str) -> str:
@@ -79,8 +91,9 @@ def pointwise_metrics(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray) -
 
 @torch.no_grad()
 def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclude: UserHistory, n_items: int,
-               ks: Sequence[int], chunk_size: int, accelerator) -> dict[str, np.ndarray]:
-    """Per-user ranking metrics over all items, the user's `exclude` items removed from the ranking.
+               ks: Sequence[int], chunk_size: int, accelerator,
+               candidates: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """Per-user ranking metrics over all items (or the `candidates` only), the user's `exclude` items removed.
 
     Users are split across processes; each rank scores `chunk_size` users at a time (never the full
     users x items matrix) and the per-user arrays are gathered in user order.
@@ -90,6 +103,12 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
     k_max = max(ks)
     device = accelerator.device
     all_items = torch.arange(n_items, device=device)
+    slot = None  # item index -> column of the score matrix, -1 for items outside the candidates
+    if candidates is not None:
+        slot = np.full(n_items, -1, np.int64)
+        slot[candidates] = np.arange(len(candidates))
+        all_items = torch.as_tensor(candidates, device=device)
+    n_ranked = len(all_items)
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(rank, len(users), world)
     parts: dict[str, list[np.ndarray]] = {}
@@ -100,8 +119,15 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
         lengths = exclude.indptr[chunk + 1] - exclude.indptr[chunk]
         rows = np.repeat(np.arange(len(chunk)), lengths)
         cols = np.concatenate([exclude.row(u) for u in chunk]) if len(rows) else np.zeros(0, np.int64)
+        if slot is not None:
+            cols = slot[cols]
+            rows, cols = rows[cols >= 0], cols[cols >= 0]
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
-        top = torch.topk(scores, min(k_max, n_items), dim=1).indices.cpu().numpy()
+        top = torch.topk(scores, min(k_max, n_ranked), dim=1)
+        # an excluded item never counts, even when fewer than k items are left to rank
+        top = torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy()
+        if slot is not None:
+            top = np.where(top >= 0, candidates[np.maximum(top, 0)], -1)
         if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
             top = np.pad(top, ((0, 0), (0, k_max - top.shape[1])), constant_values=-1)
         per_user = M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)
@@ -119,25 +145,37 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
 
 
 def ranking_metrics(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
-                    accelerator) -> tuple[dict[str, float], int]:
-    """Mean ranking metrics over users with at least one relevant item in `frame`; returns (metrics, n_users)."""
+                    accelerator, candidates: Optional[np.ndarray] = None) -> tuple[dict[str, float], int]:
+    """Mean ranking metrics over users with at least one relevant item in `frame`; returns (metrics, n_users).
+
+    `candidates`: the items ranked (None: all); relevant items outside them cannot be hit but still count.
+    """
     liked = frame[relevant(frame, spec)]
     if liked.empty:
         return {}, 0
     grouped = liked.groupby("user", sort=True)["item"]
     users = np.fromiter(grouped.groups.keys(), dtype=np.int64)
     positives = [g.to_numpy(np.int64) for _, g in grouped]
-    per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator)
+    per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator,
+                          candidates)
     return M.mean_over_users(per_user), len(users)
 
 
 def evaluate_frame(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
-                   accelerator, batch_size: int = 4096) -> tuple[dict[str, float], np.ndarray]:
-    """All metrics that apply to the task on one part of a split; returns (metrics, pair scores)."""
+                   accelerator, batch_size: int = 4096,
+                   candidates: Optional[np.ndarray] = None) -> tuple[dict[str, float], np.ndarray]:
+    """All metrics that apply to the task on one part of a split; returns (metrics, pair scores).
+
+    `candidates`: the split's item set for this part (used unless `spec.candidates` says all/test_items).
+    """
     scores = predict_pairs(model, frame["user"].to_numpy(), frame["item"].to_numpy(), accelerator, batch_size)
     out = pointwise_metrics(spec, frame, scores)
+    if spec.task == "ranking" and "rating" in frame and frame["rating"].notna().all() and len(frame):
+        liked = relevant(frame, spec)  # explicit ratings: do liked items outscore disliked ones?
+        out["auc"] = M.auc(liked.astype(int), scores)
     if spec.task == "ranking" or (spec.rank_all and spec.task == "rating"):
-        ranked, _ = ranking_metrics(model, frame, exclude, n_items, spec, accelerator)
+        ranked, _ = ranking_metrics(model, frame, exclude, n_items, spec, accelerator,
+                                    resolve_candidates(spec.candidates, frame, candidates))
         out.update(ranked)
     if spec.task == "rating" and spec.rating_range:
         scores = np.clip(scores, *spec.rating_range)

@@ -1,4 +1,4 @@
-"""Results on disk (always, atomically) and in an experiment tracker (wandb, through Accelerate)."""
+"""Results on disk (always, atomically) and in an experiment tracker (wandb or TensorBoard, through Accelerate)."""
 
 from __future__ import annotations
 
@@ -80,15 +80,51 @@ def wandb_mode(mode: Optional[str]) -> str:
 
 
 def tracker_setup(name: str, run_dir: Path, mode: Optional[str], group: Optional[str], tags: list[str],
-                  entity: Optional[str], run_name: str) -> tuple[list[str], dict]:
-    """(Accelerate `log_with`, `init_kwargs`) for logger `name` (wandb | none)."""
+                  entity: Optional[str], run_name: str, job_type: Optional[str] = None) -> tuple[list[str], dict]:
+    """(Accelerate `log_with`, `init_kwargs`) for logger `name` (wandb | tensorboard | none).
+
+    TensorBoard writes event files under the Accelerator's project dir (the run dir) / `logger.project`.
+    """
     if name == "none":
         return [], {}
+    if name == "tensorboard":
+        return ["tensorboard"], {}
     if name != "wandb":
-        raise ValueError(f"logger.name={name!r}: expected wandb or none")
-    kwargs = {"dir": str(run_dir), "mode": wandb_mode(mode), "name": run_name, "tags": list(tags),
-              "group": group, "entity": entity, "reinit": "finish_previous", "settings": {"quiet": True}}
+        raise ValueError(f"logger.name={name!r}: expected wandb, tensorboard or none")
+    kwargs = {"dir": str(run_dir), "mode": wandb_mode(mode), "name": run_name, "tags": list(dict.fromkeys(tags)),
+              "group": group, "job_type": job_type, "entity": entity, "reinit": "finish_previous",
+              "settings": {"quiet": True}}
     return ["wandb"], {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
+
+
+def tracker_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the tracker takes it: nested for wandb; flat `a.b.c` scalars for TensorBoard's hparams."""
+    if name != "tensorboard":
+        return config
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (bool, int, float, str)):
+            flat[prefix] = node
+        else:  # lists and None: hparams only take scalars
+            flat[prefix] = json.dumps(_jsonable(node))
+    walk("", config)
+    return flat
+
+
+def mark_failed(accelerator, error: BaseException) -> None:
+    """A job that raised: its wandb run ends with exit code 1 and the error in the summary (main process)."""
+    if not accelerator.is_main_process:
+        return
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            tracker.tracker.summary["error"] = f"{type(error).__name__}: {error}"[:1000]
+            tracker.tracker.finish(exit_code=1)  # Accelerate's end_training() after this is a no-op for wandb
+        elif tracker.name == "tensorboard":
+            tracker.tracker.add_text("error", f"{type(error).__name__}: {error}")
 
 
 def flatten(prefix: str, metrics: dict[str, float]) -> dict[str, float]:

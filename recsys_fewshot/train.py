@@ -2,7 +2,7 @@
 
 seed -> data -> split -> item text -> encoder vectors -> model -> fit (early stopping on valid)
 -> test with the best weights -> metrics.json, predictions.parquet, model.safetensors, tracker.
-Returns the validation value of the monitored metric, so sweepers can optimise it.
+Returns `optimized_metric` (e.g. valid/rmse; default: the monitored metric on valid), so sweepers can optimise it.
 """
 
 from __future__ import annotations
@@ -59,19 +59,17 @@ def item_vectors(cfg: DictConfig, data, accelerator) -> tuple[Optional[Any], dic
     """Frozen text vectors of every item (None for encoder=none), through the embedding cache."""
     if cfg.encoder.name_or_path is None:
         return None, {"encoder": "none"}
-    if cfg.peft.method != "frozen":
-        raise ValueError(f"peft={cfg.peft.method!r} is not available yet: use peft=frozen")
     from recsys_fewshot.config import resolve_cache_dir
     from recsys_fewshot.data.text import render_texts
-    from recsys_fewshot.encoders.cache import encode_cached
     from recsys_fewshot.encoders.text_encoder import TextEncoder
+    from recsys_fewshot.runtime import encode_items
 
     texts = render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
     enc = cfg.encoder
     encoder = TextEncoder(enc.name_or_path, pooling=enc.pooling, max_length=enc.max_length,
                           batch_size=enc.batch_size, normalize=enc.normalize, dtype=enc.dtype,
                           device=str(accelerator.device))
-    vectors, stats = encode_cached(encoder, texts, resolve_cache_dir(cfg.cache_dir))
+    vectors, stats = encode_items(encoder, texts, resolve_cache_dir(cfg.cache_dir), accelerator)  # sharded over ranks
     log.info("item text, e.g.: %r", texts[0] if texts else "")
     log.info("encoder %s: %d texts, %d cached, %d encoded in %.1fs", enc.name_or_path, len(texts),
              stats["hits"], stats["misses"], stats["seconds"])
@@ -92,6 +90,8 @@ class Prepared:
     history: Any  # UserHistory the user tower pools
     exclude_valid: Any  # UserHistory of items removed from the ranking when scoring valid
     exclude_test: Any  # ... and test
+    eval_histories: Any = None  # inductive.EvalHistories: what valid/test show the user tower (cold users...)
+    candidates: Any = None  # {"valid"|"test": item indices} the split ranks (cold items); None: all
 
 
 def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
@@ -99,13 +99,13 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     import pandas as pd
     import torch
 
-    from recsys_fewshot.data.recdata import UserHistory
-    from recsys_fewshot.evaluation import TaskSpec, targets
+    from recsys_fewshot.evaluation import TaskSpec, relevant, targets
 
     train, valid = split.train, split.valid
     users, items = train["user"].to_numpy().copy(), train["item"].to_numpy().copy()
     spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
-                    ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking)
+                    ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking,
+                    candidates=cfg.eval.candidates)
     y = targets(train, spec)
     if task == "rating":
         if np.isnan(y).any():
@@ -123,33 +123,90 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     warm[torch.as_tensor(items)] = 1.0
     known = torch.zeros(data.n_users)
     known[torch.as_tensor(users)] = 1.0
-    seen = pd.concat([train, valid])
+    from recsys_fewshot.inductive import eval_histories, history_of
+
+    hist = eval_histories(split, data.n_users, task, lambda f: relevant(f, spec), cfg.eval.history_with_valid)
     return Prepared(
         spec=spec, train_users=users, train_items=items, train_targets=y, global_mean=global_mean,
-        warm=warm, known=known, history=UserHistory.from_pairs(users, items, data.n_users),
-        exclude_valid=UserHistory.from_pairs(train["user"].to_numpy(), train["item"].to_numpy(), data.n_users),
-        exclude_test=UserHistory.from_pairs(seen["user"].to_numpy(), seen["item"].to_numpy(), data.n_users))
+        warm=warm, known=known, history=history_of(train, data.n_users, task, relevant(train, spec)),
+        exclude_valid=hist.exclude_valid, exclude_test=hist.exclude_test, eval_histories=hist,
+        candidates=split.candidates)
 
 
-def build_model(cfg: DictConfig, data, prep: Prepared, features):
+def sample_users(cfg: DictConfig, data, split):
+    """Rows that carry a history (few-shot CTR samples, split=tallrec or CSV CTR data) become users of their
+    own, read only through their history (data/tallrec.py); returns (data, split, view or None)."""
+    if "history" not in split.train.columns:
+        return data, split, None
+    from recsys_fewshot.data.tallrec import as_sample_users
+
+    view = as_sample_users(data, split, cfg.dataset.positive_threshold)
+    return view.data, view.split, view
+
+
+def attach_samples(prep: Prepared, view) -> None:
+    """Training sees the training samples' histories only; valid and test samples get theirs to be scored."""
+    if view is not None:
+        prep.history = view.history
+        prep.eval_histories.valid, prep.eval_histories.test = view.valid_history, view.test_history
+
+
+def text_tower(cfg: DictConfig, data, n_train: int, accelerator, adapter: Optional[Path] = None):
+    """The trainable item-text tower of joint training (`peft` other than frozen; or, with `adapter`, a
+    saved run's trained encoder), else None. Item vectors for the user history still come from `item_vectors`."""
+    if cfg.peft.method == "frozen" and adapter is None:
+        return None
+    if cfg.encoder.name_or_path is None:
+        raise ValueError(f"peft={cfg.peft.method} trains the text encoder: set an encoder (encoder=minilm)")
+    from recsys_fewshot.data.text import render_texts
+    from recsys_fewshot.encoders.trainable import build_tower
+    from recsys_fewshot.optim import optimizer_steps
+
+    t, enc = cfg.trainer, cfg.encoder
+    per_step = t.batch_size * (1 if t.split_batches else accelerator.num_processes)
+    steps = optimizer_steps(n_train, per_step, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches)
+    texts = render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
+    tower = build_tower(enc.name_or_path, texts, pooling=enc.pooling, max_length=enc.max_length,
+                        normalize=enc.normalize, batch_size=enc.batch_size, method=cfg.peft.method,
+                        knobs=OmegaConf.to_container(cfg.peft, resolve=True), total_steps=steps,
+                        device=str(accelerator.device), adapter=adapter,
+                        autocast=t.mixed_precision if accelerator.native_amp else None)  # as training
+    log.info("peft=%s: %s encoder parameters trainable", tower.method, tower.parameter_counts())
+    return tower
+
+
+def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
     """The `head=` recommender, built by Hydra's `_target_` with the data-derived arguments."""
     from hydra.utils import instantiate
 
     build = instantiate(cfg.head, _partial_=True, _convert_="all")
+    extra = {"item_text": text} if text is not None else {}  # joint training: the trainable text tower
     return build(n_users=data.n_users, n_items=data.n_items, item_features=features, history=prep.history,
-                 warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean)
+                 warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean, **extra)
 
 
-def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, task: str, accelerator, log_with):
+def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, task: str, accelerator, log_with,
+                run_dir: Optional[Path] = None, text=None):
     import torch
     from hydra.utils import instantiate
 
+    from recsys_fewshot import checkpoint, optim
     from recsys_fewshot.engine import batch_loader, fit
-    from recsys_fewshot.evaluation import default_monitor, pointwise_metrics, predict_pairs, ranking_metrics
+    from recsys_fewshot.evaluation import (default_monitor, pointwise_metrics, predict_pairs, ranking_metrics,
+                                           resolve_candidates)
+    from recsys_fewshot.inductive import using_history
     from recsys_fewshot.models.objectives import TaskLoss
 
     loss_module = TaskLoss(model, task, cfg.trainer.num_negatives)
-    optimizer = instantiate(cfg.optimizer)(params=[p for p in loss_module.parameters() if p.requires_grad])
+    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    lrs = {key: opt.pop(key) for key in ("head_lr", "encoder_lr", "scheduler", "warmup")}
+    encoder_params = {id(p) for p in text.parameters()} if text is not None else set()
+    groups = optim.param_groups(loss_module.parameters(), lambda p: id(p) in encoder_params, opt["lr"],
+                                lrs["head_lr"], lrs["encoder_lr"])
+    optimizer = instantiate(opt)(params=groups)
+    t = cfg.trainer
+    scheduler = optim.build_scheduler(optimizer, lrs["scheduler"], lrs["warmup"], optim.optimizer_steps(
+        len(prep.train_users), t.batch_size, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches))
     loader = batch_loader(torch.as_tensor(prep.train_users), torch.as_tensor(prep.train_items),
                           torch.as_tensor(prep.train_targets), batch_size=cfg.trainer.batch_size, shuffle=True,
                           seed=cfg.seed)
@@ -157,11 +214,14 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     spec = prep.spec
 
     def evaluate_valid(m) -> dict[str, float]:
-        scores = predict_pairs(m, valid["user"].to_numpy(), valid["item"].to_numpy(), accelerator,
-                               cfg.trainer.eval_batch_size)
-        out = pointwise_metrics(spec, valid, scores)
-        if task == "ranking" or monitor not in out:
-            out.update(ranking_metrics(m, valid, prep.exclude_valid, n_items, spec, accelerator)[0])
+        with using_history(m, prep.eval_histories.valid, prep.history):
+            scores = predict_pairs(m, valid["user"].to_numpy(), valid["item"].to_numpy(), accelerator,
+                                   cfg.trainer.eval_batch_size)
+            out = pointwise_metrics(spec, valid, scores)
+            if task == "ranking" or monitor not in out:
+                candidates = resolve_candidates(spec.candidates, valid, (prep.candidates or {}).get("valid"))
+                out.update(ranking_metrics(m, valid, prep.exclude_valid, n_items, spec, accelerator,
+                                           candidates)[0])
         return out
 
     def log_epoch(row: dict, step: int) -> None:
@@ -170,8 +230,53 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
                  max_epochs=cfg.trainer.max_epochs, patience=cfg.trainer.patience, monitor=monitor,
                  grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
-                 progress=cfg.trainer.progress, log=log_epoch if log_with else None)
+                 progress=cfg.trainer.progress, log=log_epoch if log_with else None, scheduler=scheduler,
+                 on_step=text.after_optimizer_step if text is not None else None,
+                 checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
+                 checkpoint_every=t.checkpoint_every,
+                 resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None)
     return result, monitor
+
+
+def evaluate_model(cfg: DictConfig, model, prep: Prepared, split, n_items: int, accelerator):
+    """(valid metrics, test metrics, test pair scores) of a trained model (also `python -m ...evaluate`)."""
+    import torch
+
+    from recsys_fewshot.evaluation import evaluate_frame
+    from recsys_fewshot.inductive import using_history
+
+    model.eval()
+    spec, valid, test = prep.spec, split.valid, split.test
+    cands, hists = prep.candidates or {}, prep.eval_histories
+    with torch.no_grad():
+        with using_history(model, hists.valid, prep.history):
+            valid_metrics = evaluate_frame(model, valid, prep.exclude_valid, n_items, spec, accelerator,
+                                           cfg.trainer.eval_batch_size, cands.get("valid"))[0]
+        with using_history(model, hists.test, prep.history):
+            test_metrics, scores = evaluate_frame(model, test, prep.exclude_test, n_items, spec,
+                                                  accelerator, cfg.trainer.eval_batch_size, cands.get("test"))
+    return valid_metrics, test_metrics, scores
+
+
+def adapt_and_test(cfg: DictConfig, model, prep: Prepared, split, n_items: int, task: str, accelerator) -> dict:
+    """`split.adapt_steps` > 0: test metrics after fitting a bias and a vector per cold user on their
+    support (the trained model frozen); {} otherwise. Reported apart, as `test_adapted`."""
+    steps = int(cfg.split.get("adapt_steps", 0) or 0)
+    if steps <= 0:
+        return {}
+    if split.support is None or task != "rating":
+        raise ValueError("split.adapt_steps needs split=cold_users and task=rating (it fits the support ratings)")
+    import torch
+
+    from recsys_fewshot.evaluation import evaluate_frame
+    from recsys_fewshot.inductive import adapt_users, using_history
+
+    with using_history(model, prep.eval_histories.test, prep.history):
+        adapted = adapt_users(model, split.support, prep.known.shape[0], steps, float(cfg.split.adapt_lr))
+        with torch.no_grad():
+            metrics = evaluate_frame(adapted, split.test, prep.exclude_test, n_items, prep.spec, accelerator,
+                                     cfg.trainer.eval_batch_size, (prep.candidates or {}).get("test"))[0]
+    return {**metrics, "steps": steps, "lr": float(cfg.split.adapt_lr)}
 
 
 def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
@@ -188,31 +293,41 @@ def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """The whole job; everything it writes goes under `run_dir`."""
     import pandas as pd
-    import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from hydra.utils import instantiate
 
-    from recsys_fewshot import tracking
-    from recsys_fewshot.evaluation import evaluate_frame, targets
+    from recsys_fewshot import runtime, sweeps, tracking
+    from recsys_fewshot.evaluation import targets
+    from recsys_fewshot.inductive import load_init
     from recsys_fewshot.models.objectives import TASKS
 
     timer = Timer()
     startup = round(timer._t - _T_IMPORT, 3)
     run_dir.mkdir(parents=True, exist_ok=True)
+    job = sweeps.job_context()  # a multirun job's tracker group is its sweep dir's name
     log_with, init_kwargs = tracking.tracker_setup(
-        cfg.logger.name, run_dir, cfg.logger.mode, cfg.logger.group, list(cfg.logger.tags),
-        cfg.logger.entity, run_dir.name)
-    accelerator = Accelerator(cpu=cfg.trainer.cpu, mixed_precision=cfg.trainer.mixed_precision,
-                              log_with=log_with or None, project_dir=str(run_dir))
+        cfg.logger.name, run_dir, cfg.logger.mode, cfg.logger.group or job.group, [*job.tags, *cfg.logger.tags],
+        cfg.logger.entity, job.run_name(run_dir.name), job_type=cfg.logger.job_type or job.job_type)
+    t = cfg.trainer
+    accelerator = Accelerator(cpu=t.cpu, log_with=log_with or None, project_dir=str(run_dir),
+                              **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
+                                                            t.split_batches))
+    run_dir = runtime.shared_run_dir(run_dir, accelerator)  # rank 0's, on every rank
     try:
+        runtime.check_batch_sizes(accelerator.num_processes, t.split_batches, batch_size=t.batch_size,
+                                  eval_batch_size=t.eval_batch_size)
         if log_with:
-            accelerator.init_trackers(cfg.logger.project, config=OmegaConf.to_container(cfg, resolve=True),
+            resolved = {**OmegaConf.to_container(cfg, resolve=True),
+                        "job": {"run_dir": str(run_dir), "sweep_dir": job.sweep_dir, "num": job.job_num,
+                                "overrides": job.overrides}}
+            accelerator.init_trackers(cfg.logger.project, config=tracking.tracker_config(cfg.logger.name, resolved),
                                       init_kwargs=init_kwargs)
         set_seed(cfg.seed)
 
         data = load_data(cfg)
         split = instantiate(cfg.split)(data)
+        data, split, samples = sample_users(cfg, data, split)  # few-shot CTR samples: each a user of its own
         task = cfg.task or split.task or cfg.dataset.task
         if task not in TASKS:
             raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
@@ -224,25 +339,27 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         timer.lap("encode")
 
         prep = prepare(cfg, data, split, task)
-        model = build_model(cfg, data, prep, features).to(accelerator.device)
-        result, monitor = train_model(cfg, model, prep, split.valid, data.n_items, task, accelerator, log_with)
+        attach_samples(prep, samples)
+        text = text_tower(cfg, data, len(prep.train_users), accelerator)  # None unless joint training
+        model = build_model(cfg, data, prep, features, text).to(accelerator.device)
+        init_info = load_init(model, cfg.init_from) if cfg.init_from else None
+        result, monitor = train_model(cfg, model, prep, split.valid, data.n_items, task, accelerator, log_with,
+                                      run_dir, text)
         timer.lap("train")
 
-        model.eval()
-        spec, valid, test = prep.spec, split.valid, split.test
-        with torch.no_grad():
-            valid_metrics = evaluate_frame(model, valid, prep.exclude_valid, data.n_items, spec, accelerator,
-                                           cfg.trainer.eval_batch_size)[0]
-            test_metrics, scores = evaluate_frame(model, test, prep.exclude_test, data.n_items, spec, accelerator,
-                                                  cfg.trainer.eval_batch_size)
+        valid_metrics, test_metrics, scores = evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
+        spec, test = prep.spec, split.test
         timer.lap("eval")
+        adapted = adapt_and_test(cfg, model, prep, split, data.n_items, task, accelerator)
+        if adapted:
+            timer.lap("adapt")
 
         timer.seconds["startup"] = startup
         timer.seconds["total"] = round(time.perf_counter() - _T_IMPORT, 3)
         summary = {
             "task": task,
             "dataset": data.name,
-            "split": {**split.sizes(), "protocol": split.info.get("protocol"), "seed": cfg.split.seed,
+            "split": {**split.info, **split.sizes(), "protocol": split.info.get("protocol"), "seed": cfg.split.seed,
                       "users": data.n_users, "items": data.n_items, **fallback_counts(prep, test, features)},
             "seed": cfg.seed,
             "monitor": monitor,
@@ -253,9 +370,18 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             "baseline": baseline(spec, test, prep.train_targets),
             "encoder": enc_info,
             "seconds": timer.seconds,
+            **({"init_from": init_info} if init_info else {}),
+            **({"test_adapted": adapted} if adapted else {}),
+            "training": {"peft": cfg.peft.method, "processes": accelerator.num_processes,
+                         "mixed_precision": t.mixed_precision, "updates": result.updates,
+                         "samples_per_second": round(result.samples / max(result.train_seconds, 1e-9), 1),
+                         **({"encoder_parameters": text.parameter_counts()} if text is not None else {})},
         }
         if accelerator.is_main_process:
-            tracking.write_safetensors(run_dir / "model.safetensors", accelerator.unwrap_model(model).state_dict())
+            unwrapped = accelerator.unwrap_model(model)
+            tracking.write_safetensors(run_dir / "model.safetensors", runtime.head_state(unwrapped, text))
+            if text is not None:
+                text.save(run_dir / "encoder")  # the adapter (save_pretrained), BitFit biases or whole encoder
             if cfg.save_predictions:
                 tu, ti = test["user"].to_numpy(), test["item"].to_numpy()
                 frame = pd.DataFrame({"user_id": data.user_raw_ids()[tu], "item_id": data.item_raw_ids()[ti],
@@ -266,8 +392,12 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         accelerator.log(tracking.flatten("test", test_metrics) | tracking.flatten("best_valid", result.best))
         tracking.set_summary(accelerator, {**tracking.flatten("test", test_metrics),
                                            **tracking.flatten("valid", valid_metrics),
+                                           **tracking.flatten("best_valid", result.best),
                                            "best_epoch": result.best_epoch})
-        return float(result.best.get(monitor, float("nan")))
+        return sweeps.objective(summary, cfg.optimized_metric, result.best.get(monitor))
+    except BaseException as exc:
+        tracking.mark_failed(accelerator, exc)  # the wandb run ends as failed; the sweep goes on
+        raise
     finally:
         accelerator.end_training()
 
@@ -303,8 +433,19 @@ def print_table(summary: dict) -> None:
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    from recsys_fewshot import sweeps
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    sweeps.export_slurm_distributed_env()  # several SLURM tasks (submitit tasks_per_node) -> one DDP group
+    with sweeps.record_failure(run_dir):  # a failed job leaves failure.json for the report
+        sweeps.check_optimized_metric(cfg.optimized_metric)
+        return run(cfg, run_dir)
 
 
 if __name__ == "__main__":
+    import sys
+
+    from recsys_fewshot.runtime import route_hydra_outputs
+
+    sys.argv[1:] = route_hydra_outputs(sys.argv[1:])  # ranks > 0: Hydra's own outputs go to a scratch folder
     main()

@@ -187,3 +187,68 @@ def write_amazon_unisrec(folder: Path, name: str = "Scientific", n_users: int = 
     texts = [f"{FILLER[int(raw) % len(FILLER)]} {GENRES[category[raw]]} Kit {int(raw)}. Industrial & Scientific "
              f"{GENRES[category[raw]]} Supplies. Brand{int(raw) % 5}. " for raw in order]
     return write_unisrec_files(folder, name, sequences, asins, reviewers, texts)
+
+
+# ---------------------------------------------------------------- few-shot CTR samples (TALLRec's formats)
+TALLREC_INSTRUCTION = ("Given the user's preference and unpreference, identify whether the user will like the "
+                       "target {noun} by answering \"Yes.\" or \"No.\".")
+
+
+def tallrec_prompt(liked: list[str], disliked: list[str], target: str, noun: str = "movie") -> str:
+    """TALLRec's `input` text; items are given as they appear inside the quotes (books: 'T" written by A')."""
+    def quote(items: list[str]) -> str:
+        return ", ".join(f'"{i}"' for i in items)
+
+    # TALLRec's book files quote the target once more: ""Title" written by Author"
+    shown = f'""{target}"' if noun == "book" else f'"{target}"'
+    return (f"User Preference: {quote(liked)}\nUser Unpreference: {quote(disliked)}\n"
+            f"Whether the user will like the target {noun} {shown}?")
+
+
+def write_tallrec_json(path: Path, samples: list[tuple[list[str], list[str], str, int]], noun: str = "movie") -> Path:
+    """A TALLRec prompt file: samples are (liked, disliked, target, label 0/1)."""
+    records = [{"instruction": TALLREC_INSTRUCTION.format(noun=noun),
+                "input": tallrec_prompt(liked, disliked, target, noun), "output": "Yes." if label else "No."}
+               for liked, disliked, target, label in samples]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    path.write_text(json.dumps(records, indent=4))
+    return path
+
+
+def planted_ctr_samples(n_samples: int = 120, n_items: int = 30, history_len: int = 6,
+                        seed: int = 0) -> tuple[list[tuple[list[int], list[int], int, int]], list[str]]:
+    """Few-shot CTR samples with a planted signal: each sample's user has a like propensity (seen in its
+    history's labels) and each item an appeal set by the genre word of its title (Comedy/Drama/Romance
+    liked, the others not). Returns ([(history items, history labels, target, label)], item titles)."""
+    rng = np.random.default_rng(seed)
+    genre = rng.permutation(np.arange(n_items) % len(GENRES))
+    appeal = np.where(np.isin(genre, [1, 2, 4]), 1.5, -1.5)
+    titles = [f"{FILLER[k % len(FILLER)]} {FILLER[(3 * k + 1) % len(FILLER)]} {GENRES[g]} {k}"
+              for k, g in enumerate(genre)]
+    samples = []
+    for _ in range(n_samples):
+        theta = rng.normal(0, 1.0)
+        items = rng.choice(n_items, history_len + 1, replace=False)
+        labels = (rng.random(history_len + 1) < 1 / (1 + np.exp(-(theta + appeal[items])))).astype(int)
+        samples.append((items[:-1].tolist(), labels[:-1].tolist(), int(items[-1]), int(labels[-1])))
+    return samples, titles
+
+
+def write_ctr_csv(folder: Path, n_samples: int = 120, seed: int = 0, parts=(0.5, 0.25, 0.25)) -> Path:
+    """The plain CSV format with CTR samples: train/valid/test.csv with user_id, item_id, label and history
+    (``item_id:label`` tokens, oldest first), plus items.csv (item_id, title)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples, titles = planted_ctr_samples(n_samples, seed=seed)
+    rows = [{"user_id": f"s{k}", "item_id": f"i{t}", "label": y,
+             "history": " ".join(f"i{i}:{v}" for i, v in zip(items, labels))}
+            for k, (items, labels, t, y) in enumerate(samples)]
+    cuts = np.cumsum([int(round(p * len(rows))) for p in parts])
+    for name, a, b in (("train", 0, cuts[0]), ("valid", cuts[0], cuts[1]), ("test", cuts[1], len(rows))):
+        pd.DataFrame(rows[a:b]).to_csv(folder / f"{name}.csv", index=False)
+    pd.DataFrame({"item_id": [f"i{k}" for k in range(len(titles))], "title": titles}).to_csv(
+        folder / "items.csv", index=False)
+    return folder

@@ -26,6 +26,11 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
     info: dict = field(default_factory=dict)
+    # cold-start protocols (data/coldstart.py): the items each part ranks ("valid"/"test" -> item
+    # indices; a part not named ranks all items), and the cold users' support interactions, shown to
+    # the user tower at evaluation (never trained on) and removed from their rankings
+    candidates: dict = field(default_factory=dict)
+    support: Optional[pd.DataFrame] = None
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}

@@ -102,15 +102,18 @@ class UserHistory:
     indptr: np.ndarray  # int64 [n_users + 1]
     items: np.ndarray  # int64 [nnz]
     weights: np.ndarray  # float32 [nnz], e.g. 1 or a centred rating
+    ratings: Optional[np.ndarray] = None  # float32 [nnz], explicit ratings when known (towers may weight by them)
 
     @classmethod
     def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int,
-                   weights: Optional[np.ndarray] = None) -> "UserHistory":
+                   weights: Optional[np.ndarray] = None, ratings: Optional[np.ndarray] = None) -> "UserHistory":
+        """Rows grouped by user; within a user the input order is kept (pass rows oldest first for sequences)."""
         order = np.argsort(users, kind="stable")
         counts = np.bincount(users, minlength=n_users)
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         w = np.ones(len(users), np.float32) if weights is None else np.asarray(weights, np.float32)
-        return cls(indptr, np.asarray(items, np.int64)[order], w[order])
+        r = None if ratings is None else np.asarray(ratings, np.float32)[order]
+        return cls(indptr, np.asarray(items, np.int64)[order], w[order], r)
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.indptr)

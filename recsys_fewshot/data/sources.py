@@ -27,7 +27,8 @@ import pandas as pd
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
 
 READER_VERSION = "1"  # bump when a reader's output changes (it keys the processed-table cache)
-KINDS = ("ml100k", "csv", "amazon_unisrec")
+KINDS = ("ml100k", "csv", "amazon_unisrec", "tallrec_json")
+UNCACHED_KINDS = ("tallrec_json",)  # its files may lie outside dataset.dir; parsing them takes well under a second
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_MD5 = "6e47046882bad158b0efbb84cd5cb987"  # of u.data, from the release's provenance notes
@@ -486,4 +487,8 @@ def load_source(kind: str, folder: Path, **options) -> RecData:
         return read_csv_dir(folder, **options)
     if kind == "amazon_unisrec":
         return read_amazon_unisrec(folder, **options)
+    if kind == "tallrec_json":
+        from recsys_fewshot.data.tallrec import read_tallrec_json
+
+        return read_tallrec_json(folder, **options)
     raise ValueError(f"unknown data source kind {kind!r}; valid kinds: {', '.join(KINDS)}")

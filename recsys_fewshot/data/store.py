@@ -45,7 +45,7 @@ def cache_key(kind: str, folder: Path, options: dict[str, Any], skip: Path | Non
 def load_cached(kind: str, folder: Path, cache_dir: Path | None, **options: Any) -> RecData:
     """`sources.load_source`, memoised on disk under ``cache_dir`` (None: no caching)."""
     folder = Path(folder)
-    if cache_dir is None or not folder.is_dir():
+    if cache_dir is None or not folder.is_dir() or kind in sources.UNCACHED_KINDS:
         return sources.load_source(kind, folder, **options)
     root = Path(cache_dir) / "recdata"
     target = root / f"{kind}-{cache_key(kind, folder, options, skip=Path(cache_dir).resolve())}"

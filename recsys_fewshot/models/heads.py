@@ -26,12 +26,22 @@ class Recommender(nn.Module):
                  history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
                  known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0, dim: int = 64,
                  item_id: bool = True, user_id: bool = True, user_history: bool = True, biases: bool = True,
-                 id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.01, l2: float = 0.0):
+                 id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.01, l2: float = 0.0,
+                 history_weights: str = "none", history_bias: bool = False, bias_shrink: float = 5.0,
+                 loo_history: bool = False, history_sample_k: int = 0, item_text: Optional[nn.Module] = None):
         super().__init__()
         self.n_users, self.n_items, self.l2 = n_users, n_items, l2
-        self.items = ItemTower(n_items, dim, item_features, item_id, warm_items, id_dropout, text_hidden, init_std)
+        self.items = ItemTower(n_items, dim, item_features, item_id, warm_items, id_dropout, text_hidden, init_std,
+                               text=item_text)  # item_text: trainable text tower (joint training), else None
         self.users = UserTower(n_users, n_items, dim, user_id, history if user_history else None,
-                               item_features, known_users, init_std, text_hidden)
+                               item_features, known_users, init_std, text_hidden, history_weights,
+                               history_sample_k)
+        if history_bias and not (biases and user_history):
+            raise ValueError("head.history_bias=true needs head.biases=true and head.user_history=true")
+        # inductive user bias: shrunk mean of (rating - mu - item bias) over the history, scaled by a learnt factor
+        self.history_bias, self.bias_shrink, self.loo_history = history_bias, bias_shrink, loo_history
+        if history_bias:
+            self.history_bias_scale = nn.Parameter(torch.tensor(1.0))
         self.biases = biases
         if biases:
             self.user_bias = nn.Embedding(n_users, 1)
@@ -49,12 +59,23 @@ class Recommender(nn.Module):
         raise NotImplementedError
 
     # --- shared ------------------------------------------------------------------------------
-    def _user_bias(self, users: torch.Tensor) -> torch.Tensor:
+    def _user_bias(self, users: torch.Tensor, selection: Optional[tuple] = None) -> torch.Tensor:
         if not self.biases:
             return torch.zeros(len(users), device=users.device)
         bias = self.user_bias(users).squeeze(-1)
         known = getattr(self.users, "known", None)
-        return bias * known[users] if known is not None else bias
+        bias = bias * known[users] if known is not None else bias
+        if self.history_bias:
+            residual, n = self.users.rating_residual(users, self.item_bias.weight, self.global_bias, selection)
+            bias = bias + self.history_bias_scale * residual / (n + self.bias_shrink)
+        return bias
+
+    def _selection(self, users: torch.Tensor, items: torch.Tensor) -> Optional[tuple]:
+        """Training: the history entries each row pools (head.loo_history leaves the row's own item out,
+        head.history_sample_k draws K-shot episodes); None at evaluation (the whole history)."""
+        if not self.training:
+            return None
+        return self.users.select(users, items if self.loo_history else None)
 
     def _item_bias(self, items: torch.Tensor) -> torch.Tensor:
         if not self.biases:
@@ -62,8 +83,21 @@ class Recommender(nn.Module):
         return self.item_bias(items).squeeze(-1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        u, v = self.users(users), self.items(items)
-        return self.pair_score(u, v) + self._user_bias(users) + self._item_bias(items) + self.global_bias
+        selection = self._selection(users, items)
+        u, v = self.users(users, selection), self.items(items)
+        return self.pair_score(u, v) + self._user_bias(users, selection) + self._item_bias(items) + self.global_bias
+
+    def sampled_scores(self, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + N] training scores: each row's own item, then the shared negatives, from one user pass
+        (so a history that leaves the row's item out is the same for its positive and its negatives)."""
+        selection = self._selection(users, items)
+        if selection is None:
+            return torch.cat([self(users, items).unsqueeze(-1), self.score_candidates(users, negatives)], -1)
+        u = self.users(users, selection)
+        ub = self._user_bias(users, selection) + self.global_bias
+        pos = self.pair_score(u, self.items(items)) + self._item_bias(items) + ub
+        neg = self.cross_score(u, self.items(negatives)) + self._item_bias(negatives).unsqueeze(0)
+        return torch.cat([pos.unsqueeze(-1), neg + ub.unsqueeze(-1)], -1)
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[len(users), len(items)] scores, e.g. all items for full ranking or sampled negatives."""

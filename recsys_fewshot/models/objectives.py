@@ -30,8 +30,12 @@ class TaskLoss(nn.Module):
         # ranking: softmax over the positive and uniformly drawn negatives shared by the batch;
         # a negative that happens to be the row's positive is masked out
         negatives = torch.randint(0, self.model.n_items, (self.num_negatives,), device=items.device)
-        pos = self.model(users, items).unsqueeze(-1)
-        neg = self.model.score_candidates(users, negatives)
+        if hasattr(self.model, "sampled_scores"):  # one user pass for the positive and the negatives
+            logits = self.model.sampled_scores(users, items, negatives)
+            pos, neg = logits[:, :1], logits[:, 1:]
+        else:
+            pos = self.model(users, items).unsqueeze(-1)
+            neg = self.model.score_candidates(users, negatives)
         neg = neg.masked_fill(negatives.unsqueeze(0) == items.unsqueeze(-1), float("-inf"))
         logits = torch.cat([pos, neg], -1)
         return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long, device=users.device)) + reg

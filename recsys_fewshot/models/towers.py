@@ -27,14 +27,18 @@ def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Module:
 class ItemTower(nn.Module):
     def __init__(self, n_items: int, dim: int, features: Optional[torch.Tensor], use_id: bool,
                  warm: Optional[torch.Tensor], id_dropout: float = 0.0, text_hidden: int = 0,
-                 init_std: float = 0.01):
+                 init_std: float = 0.01, text: Optional[nn.Module] = None):
         super().__init__()
-        if features is None and not use_id:
+        if features is None and text is None and not use_id:
             raise ValueError("head.item_id=false needs text vectors: set an encoder, or head.item_id=true")
         self.n_items = n_items
         self.id_dropout = id_dropout
         self.proj: Optional[nn.Module] = None
-        if features is not None:
+        # joint training: a trainable text tower (items -> vectors, see encoders/trainable.py) replaces `features`
+        self.text: Optional[nn.Module] = text
+        if text is not None:
+            self.proj = _mlp(text.dim, dim, text_hidden)
+        elif features is not None:
             if features.shape[0] != n_items:
                 raise ValueError(f"{features.shape[0]} text vectors for {n_items} items")
             self.register_buffer("features", features.float(), persistent=False)
@@ -48,7 +52,9 @@ class ItemTower(nn.Module):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         out = 0
-        if self.proj is not None:
+        if self.text is not None:
+            out = self.proj(self.text(items))
+        elif self.proj is not None:
             out = self.proj(self.features[items])
         if self.id_emb is not None:
             keep = self.warm[items]
@@ -61,8 +67,11 @@ class ItemTower(nn.Module):
 class UserTower(nn.Module):
     def __init__(self, n_users: int, n_items: int, dim: int, use_id: bool, history: Optional[UserHistory],
                  features: Optional[torch.Tensor], known: Optional[torch.Tensor], init_std: float = 0.01,
-                 text_hidden: int = 0):
+                 text_hidden: int = 0, weighting: str = "none", sample_k: int = 0):
         super().__init__()
+        if weighting not in ("none", "centred"):
+            raise ValueError(f"head.history_weights={weighting!r}: expected none or centred")
+        self.weighting, self.n_items, self.sample_k = weighting, n_items, sample_k
         if not use_id and history is None:
             raise ValueError("the user tower needs head.user_id=true or head.user_history=true")
         self.dim = dim
@@ -87,21 +96,44 @@ class UserTower(nn.Module):
             self.set_history(history)
 
     def set_history(self, history: UserHistory) -> None:
-        """Swap in another set of histories (e.g. cold users' support items); no retraining."""
+        """Swap in another set of histories (e.g. cold users' support items); no retraining.
+
+        Pooling: the mean over a user's history of (weight x item vector); with
+        `history_weights=centred` the weight is the rating minus the user's mean rating, computed as
+        mean(r x vec) - mean(r) x mean(vec), so leaving one entry out stays exact (no rating leaks).
+        """
         dev = self.hist_id.weight.device
-        lengths = np.maximum(history.lengths(), 1).astype(np.float32)
-        per_entry = history.weights / np.repeat(lengths, history.lengths())
-        self.register_buffer("h_indptr", torch.as_tensor(history.indptr, device=dev), persistent=False)
-        self.register_buffer("h_items", torch.as_tensor(history.items, device=dev), persistent=False)
-        self.register_buffer("h_w", torch.as_tensor(per_entry, dtype=torch.float32, device=dev),
-                             persistent=False)
+        n_users = len(history.indptr) - 1
+        counts = history.lengths()
+        lengths = np.maximum(counts, 1).astype(np.float32)
+        owner = np.repeat(np.arange(n_users), counts)
+        ratings = history.ratings
+        if ratings is None:
+            if self.weighting == "centred":
+                raise ValueError("head.history_weights=centred needs explicit ratings (task=rating on rated data)")
+            ratings = np.zeros(len(history.items), np.float32)
+        values = ratings if self.weighting == "centred" else history.weights  # what the mean is taken of
+        inv = (1.0 / lengths)[owner]
+
+        def buf(name: str, array, dtype=torch.float32) -> None:
+            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=dtype, device=dev), persistent=False)
+
+        buf("h_indptr", history.indptr, torch.int64)
+        buf("h_items", history.items, torch.int64)
+        buf("h_a", values)  # per entry: the pooled value (weight, or rating when centred)
+        buf("h_w", values * inv)
+        buf("h_r", ratings)
+        buf("h_rsum", np.bincount(owner, weights=ratings, minlength=n_users))
+        buf("h_len", counts)
         if self._features is not None:
             # mean (weighted) text vector of each user's history: fixed, so computed once
-            n_users = len(history.indptr) - 1
-            rows = torch.as_tensor(np.repeat(np.arange(n_users), history.lengths()), device=dev)
+            rows = torch.as_tensor(owner, device=dev)
             pooled = torch.zeros(n_users, self._features.shape[1], device=dev)
             pooled.index_add_(0, rows, self._features[self.h_items] * self.h_w.unsqueeze(-1))
             self.register_buffer("hist_text", pooled, persistent=False)
+            plain = torch.zeros_like(pooled)  # the unweighted mean, used by centring
+            plain.index_add_(0, rows, self._features[self.h_items] * torch.as_tensor(inv, device=dev).unsqueeze(-1))
+            self.register_buffer("hist_text_mean", plain, persistent=False)
 
     def _bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         starts, ends = self.h_indptr[users], self.h_indptr[users + 1]
@@ -112,13 +144,102 @@ class UserTower(nn.Module):
         idx = torch.arange(total, device=users.device) - torch.repeat_interleave(offsets - starts, lengths)
         return self.h_items[idx], offsets, self.h_w[idx]
 
-    def forward(self, users: torch.Tensor) -> torch.Tensor:
+    def _entries(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions of the batch users' history entries, and the batch row each belongs to."""
+        starts, ends = self.h_indptr[users], self.h_indptr[users + 1]
+        lengths = ends - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), lengths)
+        idx = torch.arange(int(lengths.sum()), device=users.device) - offsets[rows] + starts[rows]
+        return idx, rows
+
+    def select(self, users: torch.Tensor, exclude: Optional[torch.Tensor]) -> Optional[tuple]:
+        """Training only: which history entries each row pools. `exclude` (the row's own item) is left
+        out; with `sample_k` > 0 each entry is also kept with probability k / n (K-shot episodes, so
+        warm users train the way cold users with k ratings are served). None: every entry (fast path)."""
+        if not self.has_history or (exclude is None and self.sample_k <= 0):
+            return None
+        idx, rows = self._entries(users)
+        keep = torch.ones(len(idx), dtype=torch.bool, device=users.device)
+        if exclude is not None:
+            keep &= self.h_items[idx] != exclude[rows]
+        if self.sample_k > 0:
+            p = (self.sample_k / self.h_len[users].clamp(min=1)).clamp(max=1.0)[rows]
+            keep &= torch.rand(len(idx), device=users.device) < p
+        return idx, rows, keep.float()
+
+    def rating_residual(self, users: torch.Tensor, item_bias: torch.Tensor, mu: torch.Tensor,
+                        selection: Optional[tuple] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over each user's (selected) history of (rating - mu - item bias), and the count."""
+        if selection is None:
+            idx, rows = self._entries(users)
+            keep = torch.ones(len(idx), device=users.device)
+        else:
+            idx, rows, keep = selection
+        resid = (self.h_r[idx] - mu - item_bias[self.h_items[idx]].squeeze(-1)) * keep
+        total = torch.zeros(len(users), device=users.device).index_add_(0, rows, resid)
+        return total, torch.zeros(len(users), device=users.device).index_add_(0, rows, keep)
+
+    def _selected_means(self, users: torch.Tensor, selection: tuple) -> tuple:
+        """Means over the selected entries of: value x ID vector, ID vector, rating, value x text, text.
+
+        Sums over the few entries that matter: the kept ones when sampling K-shot episodes, else the
+        full sums (precomputed for text) minus the dropped ones (one per row when leaving one out)."""
+        idx, rows, keep = selection
+        n_rows = len(users)
+        count = torch.zeros(n_rows, device=users.device).index_add_(0, rows, keep).clamp(min=1).unsqueeze(-1)
+        direct = self.sample_k > 0
+        chosen = keep > 0 if direct else keep == 0
+        idx_s, rows_s = idx[chosen], rows[chosen]
+        items, a = self.h_items[idx_s], self.h_a[idx_s].unsqueeze(-1)
+
+        def total(values: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(n_rows, *values.shape[1:], device=users.device).index_add_(0, rows_s, values)
+
+        vec = self.hist_id.weight[items]
+        sums = [total(a * vec), total(vec), total(self.h_r[idx_s].unsqueeze(-1))]
+        if self.hist_proj is not None:
+            feats = self._features[items]
+            sums += [total(a * feats), total(feats)]
+        if not direct:  # full sums minus the dropped entries
+            all_items, offsets, _ = self._bags(users)
+            n = self.h_len[users].unsqueeze(-1)
+            full = [self.hist_id(all_items, offsets, per_sample_weights=self.h_a[idx]),
+                    self.hist_id(all_items, offsets, per_sample_weights=torch.ones_like(self.h_a[idx])),
+                    self.h_rsum[users].unsqueeze(-1)]
+            if self.hist_proj is not None:
+                full += [self.hist_text[users] * n, self.hist_text_mean[users] * n]
+            sums = [f - s for f, s in zip(full, sums)]
+        means = [s / count for s in sums]
+        return tuple(means) if len(means) == 5 else (*means, None, None)
+
+    def forward(self, users: torch.Tensor, selection: Optional[tuple] = None) -> torch.Tensor:
+        """User vectors; `selection` (from `select`, training only) restricts the pooled history entries."""
         out = torch.zeros(len(users), self.dim, device=users.device)
         if self.id_emb is not None:
             out = out + self.id_emb(users) * self.known[users].unsqueeze(-1)
-        if self.has_history:
+        if not self.has_history:
+            return out
+        centred = self.weighting == "centred"
+        text = None
+        if selection is None:  # every entry: pooled text was computed once by set_history
             items, offsets, weights = self._bags(users)
-            out = out + self.hist_id(items, offsets, per_sample_weights=weights)
+            pooled = self.hist_id(items, offsets, per_sample_weights=weights)  # mean of value x vector
+            if centred:
+                n = self.h_len[users].clamp(min=1)
+                inv = torch.repeat_interleave(1.0 / n, self.h_len[users].long())
+                pooled_mean = self.hist_id(items, offsets, per_sample_weights=inv)
+                mean_r = (self.h_rsum[users] / n).unsqueeze(-1)
             if self.hist_proj is not None:
-                out = out + self.hist_proj(self.hist_text[users])
+                text = self.hist_text[users]
+                text_mean = self.hist_text_mean[users] if centred else None
+        else:
+            pooled, pooled_mean, mean_r, text, text_mean = self._selected_means(users, selection)
+        if centred:  # mean((r - mean r) x vec) = mean(r x vec) - mean(r) x mean(vec)
+            pooled = pooled - mean_r * pooled_mean
+            if text is not None:
+                text = text - mean_r * text_mean
+        out = out + pooled
+        if text is not None:
+            out = out + self.hist_proj(text)
         return out

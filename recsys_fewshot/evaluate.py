@@ -1,0 +1,119 @@
+"""`python -m recsys_fewshot.evaluate run_dir=PATH [check=true] [key=value ...]`: score a saved run again.
+
+Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the same split (seeded), the item
+vectors (embedding cache) and the model, loads the head weights (``model.safetensors``) and, after joint
+training, the trained encoder (``encoder/``: the PEFT adapter through ``PeftModel.from_pretrained``,
+BitFit's biases, or the fine-tuned weights), then scores valid and test exactly as training did and
+prints them beside ``metrics.json``.
+
+Other ``key=value`` arguments override the saved config (``dataset.root=/elsewhere``, ``cache_dir=...``,
+``trainer.eval_batch_size=1024``). ``check=true`` exits with status 1 when a test metric differs from
+``metrics.json`` by more than ``tolerance`` (default 1e-4).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+OWN_KEYS = ("run_dir", "check", "tolerance")
+
+
+def load_run_config(run_dir: Path, overrides: list[str]):
+    from omegaconf import OmegaConf
+
+    file = run_dir / ".hydra" / "config.yaml"
+    if not file.is_file():
+        raise FileNotFoundError(f"run_dir={run_dir}: no {file.relative_to(run_dir)} (is it a training run directory?)")
+    cfg = OmegaConf.load(file)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    return cfg
+
+
+def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
+    """{"valid": ..., "test": ...} metrics of the saved run in `run_dir`, recomputed."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from hydra.utils import instantiate
+    from safetensors.torch import load_file
+
+    from recsys_fewshot import train
+    from recsys_fewshot.runtime import head_state
+
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir, list(overrides or []))
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"run_dir={run_dir}: no model.safetensors (the run did not finish?)")
+    accelerator = Accelerator(cpu=cfg.trainer.cpu)
+    set_seed(cfg.seed)
+    data = train.load_data(cfg)
+    split = instantiate(cfg.split)(data)
+    data, split, samples = train.sample_users(cfg, data, split)  # few-shot CTR samples, as in training
+    task = cfg.task or split.task or cfg.dataset.task
+    features, _ = train.item_vectors(cfg, data, accelerator)
+    prep = train.prepare(cfg, data, split, task)
+    train.attach_samples(prep, samples)
+    encoder_dir = run_dir / "encoder"
+    text = None
+    if cfg.peft.method != "frozen":
+        if not encoder_dir.is_dir():
+            raise FileNotFoundError(f"run_dir={run_dir}: peft={cfg.peft.method} but no encoder/ folder")
+        text = train.text_tower(cfg, data, len(prep.train_users), accelerator, adapter=encoder_dir)
+    model = train.build_model(cfg, data, prep, features, text)
+    saved = load_file(str(weights))
+    expected = head_state(model, text)
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    if missing or unexpected:
+        raise KeyError(f"{weights} does not fit the model the config builds: missing {missing[:3]}, "
+                       f"unexpected {unexpected[:3]}")
+    model.load_state_dict(saved, strict=False)
+    model.to(accelerator.device)
+    valid, test, _ = train.evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
+    return {"valid": valid, "test": test}
+
+
+def compare(saved: dict, now: dict) -> tuple[list[str], float]:
+    """Table lines (metric, metrics.json, now, |diff|) over the test metrics, and the largest difference."""
+    lines = [f"{'test metric':<14}{'metrics.json':>14}{'now':>12}{'|diff|':>12}"]
+    worst = 0.0
+    for name, value in now.items():
+        before = saved.get(name)
+        if isinstance(before, (int, float)) and isinstance(value, (int, float)):
+            diff = abs(before - value)
+            worst = max(worst, diff)
+            lines.append(f"{name:<14}{before:>14.6f}{value:>12.6f}{diff:>12.2e}")
+        else:
+            lines.append(f"{name:<14}{'-':>14}{value:>12.6f}{'-':>12}")
+    return lines, worst
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    args = list(sys.argv[1:] if argv is None else argv)
+    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0] in OWN_KEYS}
+    overrides = [a for a in args if a.split("=", 1)[0] not in OWN_KEYS]
+    if "run_dir" not in own:
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        return 2
+    run_dir = Path(own["run_dir"]).expanduser()
+    result = evaluate_run(run_dir, overrides)
+    metrics_file = run_dir / "metrics.json"
+    saved = json.loads(metrics_file.read_text()).get("test", {}) if metrics_file.is_file() else {}
+    lines, worst = compare(saved, result["test"])
+    print("\n".join(lines))
+    tolerance = float(own.get("tolerance", 1e-4))
+    print(f"largest difference from metrics.json: {worst:.2e} (tolerance {tolerance:g})")
+    if own.get("check", "false").lower() in ("1", "true", "yes") and (worst > tolerance or not saved):
+        print(f"evaluate: the test metrics do not reproduce {metrics_file}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Joint training: every `peft=` option trains exactly its parameters; the text tower; joint beats frozen."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakes import write_ml100k
+from inprocess import compose, stages
+
+# the encoder parameters each method may train (names as `named_parameters` gives them)
+TRAINABLE = {
+    "lora": r"\.lora_[AB]\.",
+    "adalora": r"\.lora_[ABE]\.",
+    "ia3": r"\.ia3_l\.",
+    "prefix": r"^prompt_encoder\.",
+    "prompt": r"^prompt_encoder\.",
+    "bitfit": r"(?<!^pooler\.dense\.)bias$",
+    "full": r"^(?!pooler\.)",
+}
+# a key bias adds the same score to every key of a query: softmax cancels it, its gradient is 0
+ZERO_GRADIENT = r"attention\.self\.key\.bias$"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models are all per-op overhead: one thread is faster than two and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
+    return root
+
+
+def base(data_root: Path, encoder: Path, cache: Path, *extra: str) -> list[str]:
+    return [f"dataset.root={data_root}", f"encoder.name_or_path={encoder}", f"cache_dir={cache}", "logger=none",
+            "trainer.progress=false", "trainer.cpu=true", *extra]
+
+
+@pytest.mark.parametrize("method", list(TRAINABLE))
+def test_each_method_trains_only_its_parameters(method, data_root, tiny_bert, tmp_path):
+    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", f"peft={method}", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=3", "optimizer.encoder_lr=0.01"))
+    encoder = s.text.encoder
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    names = [n for n, _ in encoder.named_parameters()]
+    assert trainable == {n for n in names if re.search(TRAINABLE[method], n)}, method
+    assert not any(n.startswith(("pooler.", "base_model.model.pooler.")) for n in trainable)
+    before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
+    head_before = {n: p.detach().clone() for n, p in s.model.named_parameters() if not n.startswith("items.text.")}
+    s.train()
+    after = dict(encoder.named_parameters())
+    moved = {n for n in names if not torch.equal(before[n], after[n].detach())}
+    assert moved <= trainable, f"frozen weights moved: {sorted(moved - trainable)[:5]}"
+    assert {n for n in trainable - moved if not re.search(ZERO_GRADIENT, n)} == set(), sorted(trainable - moved)
+    head_after = dict(s.model.named_parameters())
+    assert not torch.equal(head_before["items.proj.weight"], head_after["items.proj.weight"].detach())
+
+
+def test_tower_reproduces_frozen_vectors_and_encodes_each_item_once(data_root, tiny_bert, tmp_path):
+    """Identity-initialised adapters give exactly the cached frozen vectors; a batch encodes its distinct items
+    only; evaluation encodes the catalogue once and reuses it until the tower trains again."""
+    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", "peft=lora"))
+    tower, n = s.text, s.data.n_items
+    tower.eval()
+    assert torch.allclose(tower(torch.arange(n)), s.features, atol=1e-5)
+    calls = tower.encoded_texts
+    s.model.score_candidates(torch.arange(5), torch.arange(n))
+    s.model(torch.tensor([1, 2]), torch.tensor([3, 4]))
+    assert tower.encoded_texts == calls  # served from the catalogue pass
+    tower.train()
+    before = tower.encoded_texts
+    out = tower(torch.tensor([7, 3, 7, 7, 3]))
+    assert tower.encoded_texts - before == 2 and torch.equal(out[0], out[2]) and out.requires_grad
+    tower.eval()
+    tower(torch.tensor([0]))
+    assert tower.encoded_texts - before == 2 + n  # a fresh catalogue after training
+
+
+def test_bf16_autocast_reaches_the_encoder_on_cpu(data_root, tiny_bert, tmp_path):
+    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", "peft=lora", "trainer.mixed_precision=bf16",
+                     "trainer.max_epochs=1", "trainer.limit_train_batches=2"))
+    seen = []  # the output dtype of the encoder's linear layers (its LayerNorms stay float32 under autocast)
+    for module in s.text.encoder.modules():
+        if type(module) is torch.nn.Linear:
+            module.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    result = s.train()
+    assert torch.bfloat16 in seen
+    assert result.history[0]["train/loss"] == result.history[0]["train/loss"]  # not NaN
+
+
+def test_knobs_belong_to_their_method():
+    with pytest.raises(Exception, match="peft.r|Key 'r'"):
+        compose("peft=frozen", "peft.r=4")
+    assert compose("peft=lora", "peft.r=4").peft.r == 4
+    for method in ("adalora", "ia3", "prefix", "prompt", "bitfit", "full"):
+        assert compose(f"peft={method}").peft.method == method
+
+
+def no_signal_bert(tiny_bert: Path, folder: Path) -> Path:
+    """The tiny BERT with every attention value projection zeroed: each token's state then depends on that
+    token alone, so the [CLS] vector is the same for every text. Frozen, it tells items apart not at all."""
+    from transformers import AutoTokenizer, BertModel
+
+    model = BertModel.from_pretrained(str(tiny_bert))
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.attention.self.value.weight.zero_()
+            layer.attention.self.value.bias.zero_()
+    model.save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(tiny_bert)).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.slow
+def test_joint_training_beats_frozen_when_frozen_vectors_carry_no_signal(data_root, tiny_bert, tmp_path):
+    """Ratings follow user-genre affinity and the genre is in the item text. Items are text only
+    (head.item_id=false). Frozen, the encoder gives every item the same vector (checked), so the frozen
+    model can only learn biases; LoRA on the value projections can route the text into [CLS]."""
+    from inprocess import run_job
+
+    encoder = no_signal_bert(tiny_bert, tmp_path / "no-signal-bert")
+    common = base(data_root, encoder, tmp_path / "cache", "encoder.pooling=cls", "head.item_id=false",
+                  "head.user_history=false", "trainer.max_epochs=8", "trainer.batch_size=64", "optimizer.lr=0.02",
+                  "optimizer.encoder_lr=0.005", "trainer.patience=8")
+    frozen = run_job(tmp_path / "frozen", *common, "peft=frozen")
+    vectors = stages(*common, "peft=frozen").features
+    assert torch.equal(vectors, vectors[:1].expand_as(vectors))  # no signal, by construction
+    joint = run_job(tmp_path / "lora", *common, "peft=lora", "peft.alpha=64", "peft.dropout=0")
+    assert joint["test"]["auc"] > frozen["test"]["auc"] + 0.15, (joint["test"], frozen["test"])
+    assert joint["test"]["rmse"] < frozen["test"]["rmse"] - 0.1, (joint["test"], frozen["test"])
+    assert joint["training"]["encoder_parameters"]["trainable"] > 0
+
+
+@pytest.mark.slow
+def test_warm_frozen_run_imports_neither_transformers_nor_peft(data_root, tiny_bert, tmp_path):
+    """peft=frozen stays the cheap default: with its vectors cached, a run never loads the joint-training stack."""
+    import subprocess
+    import sys
+
+    from inprocess import REPO
+
+    overrides = base(data_root, tiny_bert, tmp_path / "cache", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    stages(*overrides[:-1])  # fills the embedding cache
+    code = ("import runpy, sys\n"
+            "try:\n    runpy.run_module('recsys_fewshot.train', run_name='__main__')\n"
+            "finally:\n    print('LOADED', sorted(m for m in ('transformers', 'peft') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *overrides], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED []" in proc.stdout, proc.stdout[-500:]

@@ -1,0 +1,134 @@
+"""Inductive user tower (histories with ratings, leave-one-out, K-shot episodes) and the sequential head."""
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.heads import MF
+from recsys_fewshot.models.sequential import SeqRec
+
+N_USERS, N_ITEMS = 6, 12
+
+
+def history(users, items, ratings):
+    return UserHistory.from_pairs(np.array(users), np.array(items), N_USERS, ratings=np.array(ratings, np.float32))
+
+
+def make_mf(hist, **kw):
+    torch.manual_seed(0)
+    feats = torch.randn(N_ITEMS, 8)
+    return MF(N_USERS, N_ITEMS, item_features=feats, history=hist, dim=4, user_id=False, history_weights="centred",
+              history_bias=True, loo_history=True, init_std=0.3, global_mean=3.5, **kw)
+
+
+def test_unseen_user_gets_a_vector_and_bias_from_a_swapped_in_history():
+    hist = history([0, 0, 0, 1, 1], [1, 2, 3, 2, 4], [5, 1, 4, 3, 2])
+    model = make_mf(hist).eval()
+    user = torch.tensor([5])  # never seen in training: no history, no ID
+    before = model.users(user)
+    assert torch.allclose(before, model.users(torch.tensor([4])))  # no history: the same constant vector
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+    model.users.set_history(history([0, 0, 0, 1, 1, 5, 5], [1, 2, 3, 2, 4, 7, 8], [5, 1, 4, 3, 2, 5, 2]))
+    after = model.users(user)
+    assert not torch.allclose(after, before) and torch.isfinite(after).all()
+    # bias: shrunk mean of (rating - mu - item bias) over the two support ratings (scale starts at 1)
+    b = model.item_bias.weight.squeeze(-1)
+    expected = ((5 - 3.5 - b[7]) + (2 - 3.5 - b[8])) / (2 + model.bias_shrink)
+    assert model._user_bias(user).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_leave_one_out_equals_the_history_without_that_item_and_hides_its_rating():
+    hist = history([0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 2, 4], [5, 1, 4, 2, 3, 2])
+    model = make_mf(hist).train()
+    users, items = torch.tensor([0, 1]), torch.tensor([3, 2])
+    with torch.no_grad():
+        model.item_bias.weight.normal_()
+        trained_view = model(users, items)
+        # the same rows with those items really removed from the histories, scored in eval mode
+        model.users.set_history(history([0, 0, 0, 1], [1, 2, 4, 4], [5, 1, 2, 2]))
+        model.eval()
+        reference = model(users, items)
+        # changing the held-out ratings changes nothing in training mode: no label leak
+        model.users.set_history(history([0, 0, 0, 0, 1, 1], [1, 2, 3, 4, 2, 4], [5, 1, 1, 2, 5, 2]))
+        model.train()
+        leaked = model(users, items)
+    assert torch.allclose(trained_view, reference, atol=1e-5)
+    assert torch.allclose(leaked, reference, atol=1e-5)
+
+
+def test_k_shot_episodes_pool_about_k_items_and_differ_between_batches():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(N_USERS), 10)
+    items = np.concatenate([rng.choice(N_ITEMS, 10, replace=False) for _ in range(N_USERS)])
+    model = make_mf(history(users, items, rng.integers(1, 6, len(users))), history_sample_k=3).train()
+    u, i = torch.arange(N_USERS), torch.zeros(N_USERS, dtype=torch.long)
+    counts = [model.users.select(u, i)[2].sum().item() / N_USERS for _ in range(200)]
+    assert np.mean(counts) == pytest.approx(3 * 9 / 10 + 0.3 * 0, abs=0.35)  # ~k of the entries (minus item 0)
+    torch.manual_seed(1)
+    a = model(u, i)
+    b = model(u, i)
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.allclose(model(u, i), model(u, i))  # evaluation pools the whole history
+
+
+def test_sequential_head_reads_only_the_past_in_training_and_everything_at_evaluation():
+    torch.manual_seed(0)
+    feats = torch.randn(N_ITEMS, 8)
+    seqs = {0: [1, 2, 3, 4], 1: [5, 6], 2: [7]}
+    users = np.concatenate([[u] * len(s) for u, s in seqs.items()])
+    items = np.concatenate(list(seqs.values()))
+    hist = UserHistory.from_pairs(users, items, N_USERS)
+    model = SeqRec(N_USERS, N_ITEMS, item_features=feats, history=hist, dim=8, heads=2, dropout=0.0, max_len=3)
+    model.train()
+    u = torch.tensor([0, 0])
+    prefix = model.user_vectors(u, torch.tensor([3, 11]))  # before item 3 = [1, 2]; 11 absent = all
+    short = UserHistory.from_pairs(np.array([0, 0]), np.array([1, 2]), N_USERS)
+    model.set_history(short)
+    model.eval()
+    assert torch.allclose(prefix[0], model.user_vectors(torch.tensor([0]))[0], atol=1e-5)
+    model.set_history(hist)
+    full = model.user_vectors(torch.tensor([0]))
+    assert torch.allclose(prefix[1], full[0], atol=1e-5)  # max_len=3: reads [2, 3, 4]
+    unseen = model.user_vectors(torch.tensor([4]))  # no history at all: still a finite unit vector
+    assert torch.isfinite(unseen).all() and unseen.norm().item() == pytest.approx(1.0, abs=1e-5)
+    scores = model.score_candidates(torch.arange(N_USERS), torch.arange(N_ITEMS))
+    assert scores.shape == (N_USERS, N_ITEMS) and torch.isfinite(scores).all()
+
+
+def test_text_pool_weights_recent_items_by_decay_and_has_nothing_to_train():
+    from recsys_fewshot.models.sequential import TextPool
+
+    feats = torch.eye(N_ITEMS)[:, :8] + 0.01  # item k (k < 8) points along axis k
+    hist = UserHistory.from_pairs(np.array([0, 0, 0]), np.array([1, 2, 3]), N_USERS)  # oldest first
+    model = TextPool(N_USERS, N_ITEMS, item_features=feats, history=hist, decay=0.5)
+    scores = model.score_candidates(torch.tensor([0]), torch.tensor([1, 2, 3]))[0]
+    assert scores[2] > scores[1] > scores[0]  # the newest item (3) weighs most
+    w = torch.tensor([0.25, 0.5, 1.0])
+    unit = torch.nn.functional.normalize(feats[[1, 2, 3]], dim=-1)
+    user = torch.nn.functional.normalize((w.unsqueeze(-1) * unit).sum(0), dim=0)
+    assert torch.allclose(model.user_text[0], user, atol=1e-6)
+    assert [n for n, p in model.named_parameters()] == ["anchor"]
+
+
+def test_init_from_loads_what_fits_and_fails_clearly(tmp_path):
+    from recsys_fewshot import tracking
+    from recsys_fewshot.inductive import load_init
+
+    torch.manual_seed(0)
+    feats = torch.randn(N_ITEMS, 8)
+    hist = UserHistory.from_pairs(np.array([0, 0]), np.array([1, 2]), N_USERS)
+    source = SeqRec(N_USERS, N_ITEMS, item_features=feats, history=hist, dim=8, heads=2)
+    tracking.write_safetensors(tmp_path / "model.safetensors", source.state_dict())
+    # another catalogue: more items, so the item ID embedding does not fit; everything else does
+    target = SeqRec(N_USERS, N_ITEMS + 5, item_features=torch.randn(N_ITEMS + 5, 8), history=hist, dim=8, heads=2)
+    info = load_init(target, str(tmp_path))
+    assert info["skipped"] == ["items.id_emb.weight"] and info["not_initialised"] == ["items.id_emb.weight"]
+    assert torch.equal(target.items.proj.weight, source.items.proj.weight)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        load_init(target, str(tmp_path / "nowhere"))
+    other = SeqRec(N_USERS, N_ITEMS, item_features=torch.randn(N_ITEMS, 4), history=hist, dim=4, heads=2)
+    with pytest.raises(ValueError, match="none of its"):
+        load_init(other, str(tmp_path))

@@ -1,0 +1,75 @@
+"""`python -m recsys_fewshot.evaluate run_dir=...` reloads a saved run (head weights + trained encoder)
+and reproduces the test metrics of its metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakes import write_ml100k
+from inprocess import run_job
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
+    return root
+
+
+def common(data_root: Path, tiny_bert: Path, cache: Path) -> list[str]:
+    return [f"dataset.root={data_root}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={cache}", "logger=none",
+            "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.progress=false", "trainer.cpu=true"]
+
+
+# each way a trained encoder is saved: none (frozen), peft adapter (lora; prompt also shifts the hidden
+# states by its virtual tokens), BitFit biases, the whole fine-tuned model
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["frozen", "lora", "prompt", "bitfit", "full"])
+def test_evaluate_reproduces_metrics_json(method, data_root, tiny_bert, tmp_path):
+    from recsys_fewshot.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    saved = run_job(run, *common(data_root, tiny_bert, tmp_path / "cache"), f"peft={method}",
+                    "peft.num_virtual_tokens=4" if method == "prompt" else "trainer.patience=3")
+    if method != "frozen":
+        assert (run / "encoder" / "method.json").is_file()
+        if method in ("lora", "prompt"):
+            assert (run / "encoder" / "adapter_config.json").is_file()  # peft's save_pretrained
+    again = evaluate_run(run)
+    assert set(again["test"]) == set(saved["test"])
+    for name, value in saved["test"].items():
+        assert again["test"][name] == pytest.approx(value, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_evaluate_entry_point_checks_and_fails_clearly(data_root, tiny_bert, tmp_path, capsys):
+    from recsys_fewshot.evaluate import evaluate_run, main
+
+    run = tmp_path / "run"
+    run_job(run, *common(data_root, tiny_bert, tmp_path / "cache"), "peft=ia3")
+    assert main([f"run_dir={run}", "check=true"]) == 0
+    assert "largest difference from metrics.json: 0.00e+00" in capsys.readouterr().out
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test"]["rmse"] += 0.01  # a run whose numbers no longer reproduce
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert main([f"run_dir={run}", "check=true"]) == 1
+    assert main([f"run_dir={run}", "check=true", "tolerance=0.02"]) == 0
+    assert main([]) == 2  # usage
+
+    with pytest.raises(FileNotFoundError, match="nope"):
+        evaluate_run(tmp_path / "nope")
+    (run / "encoder" / "method.json").unlink()  # a damaged run: the error names what is missing
+    with pytest.raises(FileNotFoundError, match="method.json"):
+        evaluate_run(run)

@@ -1,0 +1,79 @@
+"""Kill-and-resume: a run killed (SIGKILL) right after its first checkpoint and resumed with
+`trainer.resume=true` ends with exactly the metrics of a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fakes import write_ml100k
+from inprocess import compose, run_job
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed subprocess runs (OMP_NUM_THREADS=1): same float reductions
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, tiny_bert):
+    root = tmp_path / "data"
+    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
+    # LoRA and ID dropout (the RNG must be restored), a warmup + cosine schedule and gradient accumulation
+    # (their state must be restored), 9 batches = 5 optimizer steps per epoch: the first checkpoint
+    # (step 3) falls in the middle of epoch 1
+    common = [f"dataset.root={root}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={tmp_path / 'cache'}",
+              "peft=lora", "trainer.max_epochs=2", "trainer.progress=false", "trainer.cpu=true", "logger=none",
+              "trainer.gradient_accumulation_steps=2", "optimizer.scheduler=cosine", "optimizer.warmup=0.2",
+              "trainer.checkpoint_every=3", "trainer.patience=3", "head.id_dropout=0.3"]
+    whole = run_job(tmp_path / "whole", *common)
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT": "1"}
+    proc = subprocess.run([sys.executable, "-m", "recsys_fewshot.train", *common, f"hydra.run.dir={run}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert not (run / "metrics.json").exists()
+    checkpoints = sorted((run / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-000000003"]  # complete, nothing half-written
+    loop = json.loads((checkpoints[0] / "loop.json").read_text())
+    assert loop["epoch"] == 0 and 0 < loop["batches"] < 9  # stopped in the middle of an epoch
+
+    resumed = run_job(run, *common, "trainer.resume=true")
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["epochs"] == whole["epochs"]
+    assert resumed["training"]["updates"] == whole["training"]["updates"]
+    for part in ("valid", "test"):
+        for name, value in whole[part].items():
+            assert resumed[part][name] == pytest.approx(value, abs=1e-6), (part, name)
+    assert [c.name for c in (run / "checkpoints").iterdir()] == ["step-000000009"]  # only the newest is kept
+
+
+def test_resume_targets(tmp_path):
+    from recsys_fewshot import checkpoint
+
+    assert checkpoint.resolve(None, tmp_path) is None and checkpoint.resolve("false", tmp_path) is None
+    with pytest.warns(RuntimeWarning, match="starting fresh"):
+        assert checkpoint.resolve("true", tmp_path) is None  # first launch of a requeued job
+    for step in (3, 12):
+        (tmp_path / "checkpoints" / checkpoint.name(step)).mkdir(parents=True)
+        (tmp_path / "checkpoints" / checkpoint.name(step) / checkpoint.LOOP_JSON).write_text("{}")
+    (tmp_path / "checkpoints" / checkpoint.name(20)).mkdir()  # incomplete: no loop.json
+    newest = tmp_path / "checkpoints" / checkpoint.name(12)
+    assert checkpoint.resolve("true", tmp_path) == newest
+    assert checkpoint.resolve(str(tmp_path), tmp_path / "elsewhere") == newest  # another run's directory
+    assert checkpoint.resolve(str(newest), tmp_path / "elsewhere") == newest
+    with pytest.raises(FileNotFoundError, match="trainer.resume"):
+        checkpoint.resolve(str(tmp_path / "nothing"), tmp_path)
+    assert compose("trainer.resume=true").trainer.resume in ("true", "True")
