@@ -39,3 +39,25 @@ def build_tiny_bert(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are all per-op overhead: one thread is faster than two, immune to a busy machine, and the
+    same float reductions as subprocesses run with OMP_NUM_THREADS=1 (use: pytest.mark.usefixtures)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_ml100k(tmp_path_factory) -> Path:
+    """A data root holding a small ML-100K-format folder with planted signal (120 users, 50 items)."""
+    from fakes import write_ml100k
+
+    root = tmp_path_factory.mktemp("data")
+    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
+    return root

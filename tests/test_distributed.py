@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from fakes import write_ml100k
 from inprocess import run_job
@@ -25,12 +24,7 @@ TOLERANCE = {"rmse": 1e-3, "mae": 1e-3, "auc": 4e-3}
 RANKING_TOLERANCE = 6e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun worker runs (OMP_NUM_THREADS=1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

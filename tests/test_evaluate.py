@@ -7,29 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from fakes import write_ml100k
 from inprocess import run_job
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
-    return root
-
-
-def common(data_root: Path, tiny_bert: Path, cache: Path) -> list[str]:
-    return [f"dataset.root={data_root}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={cache}", "logger=none",
+def common(small_ml100k: Path, tiny_bert: Path, cache: Path) -> list[str]:
+    return [f"dataset.root={small_ml100k}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={cache}", "logger=none",
             "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.progress=false", "trainer.cpu=true"]
 
 
@@ -37,11 +22,11 @@ def common(data_root: Path, tiny_bert: Path, cache: Path) -> list[str]:
 # states by its virtual tokens), BitFit biases, the whole fine-tuned model
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["frozen", "lora", "prompt", "bitfit", "full"])
-def test_evaluate_reproduces_metrics_json(method, data_root, tiny_bert, tmp_path):
+def test_evaluate_reproduces_metrics_json(method, small_ml100k, tiny_bert, tmp_path):
     from recsys_fewshot.evaluate import evaluate_run
 
     run = tmp_path / "run"
-    saved = run_job(run, *common(data_root, tiny_bert, tmp_path / "cache"), f"peft={method}",
+    saved = run_job(run, *common(small_ml100k, tiny_bert, tmp_path / "cache"), f"peft={method}",
                     "peft.num_virtual_tokens=4" if method == "prompt" else "trainer.patience=3")
     if method != "frozen":
         assert (run / "encoder" / "method.json").is_file()
@@ -54,11 +39,11 @@ def test_evaluate_reproduces_metrics_json(method, data_root, tiny_bert, tmp_path
 
 
 @pytest.mark.slow
-def test_evaluate_entry_point_checks_and_fails_clearly(data_root, tiny_bert, tmp_path, capsys):
+def test_evaluate_entry_point_checks_and_fails_clearly(small_ml100k, tiny_bert, tmp_path, capsys):
     from recsys_fewshot.evaluate import evaluate_run, main
 
     run = tmp_path / "run"
-    run_job(run, *common(data_root, tiny_bert, tmp_path / "cache"), "peft=ia3")
+    run_job(run, *common(small_ml100k, tiny_bert, tmp_path / "cache"), "peft=ia3")
     assert main([f"run_dir={run}", "check=true"]) == 0
     assert "largest difference from metrics.json: 0.00e+00" in capsys.readouterr().out
     metrics = json.loads((run / "metrics.json").read_text())

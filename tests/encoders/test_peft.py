@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from fakes import write_ml100k
 from inprocess import compose, stages
 
 # the encoder parameters each method may train (names as `named_parameters` gives them)
@@ -24,31 +23,17 @@ TRAINABLE = {
 # a key bias adds the same score to every key of a query: softmax cancels it, its gradient is 0
 ZERO_GRADIENT = r"attention\.self\.key\.bias$"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are all per-op overhead: one thread is faster than two and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
-    return root
-
-
-def base(data_root: Path, encoder: Path, cache: Path, *extra: str) -> list[str]:
-    return [f"dataset.root={data_root}", f"encoder.name_or_path={encoder}", f"cache_dir={cache}", "logger=none",
+def base(small_ml100k: Path, encoder: Path, cache: Path, *extra: str) -> list[str]:
+    return [f"dataset.root={small_ml100k}", f"encoder.name_or_path={encoder}", f"cache_dir={cache}", "logger=none",
             "trainer.progress=false", "trainer.cpu=true", *extra]
 
 
 @pytest.mark.parametrize("method", list(TRAINABLE))
-def test_each_method_trains_only_its_parameters(method, data_root, tiny_bert, tmp_path):
-    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", f"peft={method}", "trainer.max_epochs=1",
+def test_each_method_trains_only_its_parameters(method, small_ml100k, tiny_bert, tmp_path):
+    s = stages(*base(small_ml100k, tiny_bert, tmp_path / "cache", f"peft={method}", "trainer.max_epochs=1",
                      "trainer.limit_train_batches=3", "optimizer.encoder_lr=0.01"))
     encoder = s.text.encoder
     trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
@@ -66,10 +51,10 @@ def test_each_method_trains_only_its_parameters(method, data_root, tiny_bert, tm
     assert not torch.equal(head_before["items.proj.weight"], head_after["items.proj.weight"].detach())
 
 
-def test_tower_reproduces_frozen_vectors_and_encodes_each_item_once(data_root, tiny_bert, tmp_path):
+def test_tower_reproduces_frozen_vectors_and_encodes_each_item_once(small_ml100k, tiny_bert, tmp_path):
     """Identity-initialised adapters give exactly the cached frozen vectors; a batch encodes its distinct items
     only; evaluation encodes the catalogue once and reuses it until the tower trains again."""
-    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", "peft=lora"))
+    s = stages(*base(small_ml100k, tiny_bert, tmp_path / "cache", "peft=lora"))
     tower, n = s.text, s.data.n_items
     tower.eval()
     assert torch.allclose(tower(torch.arange(n)), s.features, atol=1e-5)
@@ -86,8 +71,8 @@ def test_tower_reproduces_frozen_vectors_and_encodes_each_item_once(data_root, t
     assert tower.encoded_texts - before == 2 + n  # a fresh catalogue after training
 
 
-def test_bf16_autocast_reaches_the_encoder_on_cpu(data_root, tiny_bert, tmp_path):
-    s = stages(*base(data_root, tiny_bert, tmp_path / "cache", "peft=lora", "trainer.mixed_precision=bf16",
+def test_bf16_autocast_reaches_the_encoder_on_cpu(small_ml100k, tiny_bert, tmp_path):
+    s = stages(*base(small_ml100k, tiny_bert, tmp_path / "cache", "peft=lora", "trainer.mixed_precision=bf16",
                      "trainer.max_epochs=1", "trainer.limit_train_batches=2"))
     seen = []  # the output dtype of the encoder's linear layers (its LayerNorms stay float32 under autocast)
     for module in s.text.encoder.modules():
@@ -122,14 +107,14 @@ def no_signal_bert(tiny_bert: Path, folder: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_joint_training_beats_frozen_when_frozen_vectors_carry_no_signal(data_root, tiny_bert, tmp_path):
+def test_joint_training_beats_frozen_when_frozen_vectors_carry_no_signal(small_ml100k, tiny_bert, tmp_path):
     """Ratings follow user-genre affinity and the genre is in the item text. Items are text only
     (head.item_id=false). Frozen, the encoder gives every item the same vector (checked), so the frozen
     model can only learn biases; LoRA on the value projections can route the text into [CLS]."""
     from inprocess import run_job
 
     encoder = no_signal_bert(tiny_bert, tmp_path / "no-signal-bert")
-    common = base(data_root, encoder, tmp_path / "cache", "encoder.pooling=cls", "head.item_id=false",
+    common = base(small_ml100k, encoder, tmp_path / "cache", "encoder.pooling=cls", "head.item_id=false",
                   "head.user_history=false", "trainer.max_epochs=8", "trainer.batch_size=64", "optimizer.lr=0.02",
                   "optimizer.encoder_lr=0.005", "trainer.patience=8")
     frozen = run_job(tmp_path / "frozen", *common, "peft=frozen")
@@ -142,14 +127,14 @@ def test_joint_training_beats_frozen_when_frozen_vectors_carry_no_signal(data_ro
 
 
 @pytest.mark.slow
-def test_warm_frozen_run_imports_neither_transformers_nor_peft(data_root, tiny_bert, tmp_path):
+def test_warm_frozen_run_imports_neither_transformers_nor_peft(small_ml100k, tiny_bert, tmp_path):
     """peft=frozen stays the cheap default: with its vectors cached, a run never loads the joint-training stack."""
     import subprocess
     import sys
 
     from inprocess import REPO
 
-    overrides = base(data_root, tiny_bert, tmp_path / "cache", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    overrides = base(small_ml100k, tiny_bert, tmp_path / "cache", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
     stages(*overrides[:-1])  # fills the embedding cache
     code = ("import runpy, sys\n"
             "try:\n    runpy.run_module('recsys_fewshot.train', run_name='__main__')\n"
