@@ -58,3 +58,20 @@ def test_evaluate_entry_point_checks_and_fails_clearly(small_ml100k, tiny_bert, 
     (run / "encoder" / "method.json").unlink()  # a damaged run: the error names what is missing
     with pytest.raises(FileNotFoundError, match="method.json"):
         evaluate_run(run)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_a_few_shot_ctr_run(tmp_path, tiny_bert):
+    """split=tallrec serves every sample as a user of its own: evaluate must rebuild them as training did."""
+    from fakes import write_ml100k
+    from recsys_fewshot.evaluate import evaluate_run
+
+    root = tmp_path / "data"
+    write_ml100k(root / "ml-100k", n_users=40, n_items=30, n_per_user=20, seed=5)
+    run = tmp_path / "run"
+    saved = run_job(run, "experiment=tallrec_movie", f"dataset.root={root}", f"encoder.name_or_path={tiny_bert}",
+                    f"cache_dir={tmp_path / 'cache'}", "logger=none", "split.n_shots=12", "split.n_samples=300",
+                    "split.history_len=5", "trainer.max_epochs=5")
+    again = evaluate_run(run)
+    assert saved["test"]["auc"] == pytest.approx(again["test"]["auc"], abs=1e-6)
+    assert set(again["test"]) == set(saved["test"])
