@@ -73,13 +73,15 @@ def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict
     root = Path(root)
     final, partial = root / name(step), root / f".{name(step)}.partial"
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
+        for stale in root.glob(".step-*.partial"):  # left by a kill during an earlier save
+            shutil.rmtree(stale, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
         tracking.write_safetensors(partial / LOOP_TENSORS, tensors)
-        tracking.write_json(partial / LOOP_JSON, loop)  # last: its presence marks a complete checkpoint
+        # last: its presence marks a complete checkpoint
+        tracking.write_json(partial / LOOP_JSON, {**loop, "num_processes": accelerator.num_processes})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
@@ -100,8 +102,12 @@ def load(accelerator, folder: Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    accelerator.load_state(str(folder))
     loop = json.loads((folder / LOOP_JSON).read_text())
+    saved_by = loop.get("num_processes", accelerator.num_processes)
+    if saved_by != accelerator.num_processes:  # the per-process RNG states and batch positions would not fit
+        raise ValueError(f"trainer.resume: {folder} was saved by {saved_by} processes, this run has "
+                         f"{accelerator.num_processes}: resume with the same number of processes")
+    accelerator.load_state(str(folder))
     return loop, load_file(str(folder / LOOP_TENSORS))
 
 

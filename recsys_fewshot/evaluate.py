@@ -28,6 +28,7 @@ def load_run_config(run_dir: Path, overrides: list[str]):
     if not file.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no {file.relative_to(run_dir)} (is it a training run directory?)")
     cfg = OmegaConf.load(file)
+    OmegaConf.set_struct(cfg, True)  # an override of a key the run does not have is a typo: fail, naming it
     if overrides:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     return cfg
@@ -41,6 +42,7 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
     from safetensors.torch import load_file
 
     from recsys_fewshot import train
+    from recsys_fewshot import runtime
     from recsys_fewshot.runtime import head_state
 
     run_dir = Path(run_dir)
@@ -48,7 +50,9 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no model.safetensors (the run did not finish?)")
-    accelerator = Accelerator(cpu=cfg.trainer.cpu)
+    t = cfg.trainer  # same precision and batching as training (the catalogue pass autocasts under bf16/fp16)
+    accelerator = Accelerator(cpu=t.cpu, **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
+                                                                       t.split_batches))
     set_seed(cfg.seed)
     data = train.load_data(cfg)
     split = instantiate(cfg.split)(data)

@@ -142,7 +142,8 @@ def adapt_users(model: torch.nn.Module, support: pd.DataFrame, n_users: int, ste
         raise ValueError("split.adapt_steps needs a head with an item tower (head=mf, mlp or inductive)")
     dim = model.items(torch.zeros(1, dtype=torch.long, device=next(model.parameters()).device)).shape[-1]
     adapted = Adapted(model, n_users, dim).to(next(model.parameters()).device)
-    for p in model.parameters():
+    trainable = [p for p in model.parameters() if p.requires_grad]  # restored after (a frozen base stays frozen)
+    for p in trainable:
         p.requires_grad_(False)
     device = adapted.bias.device
     users = torch.as_tensor(support["user"].to_numpy(), device=device)
@@ -159,6 +160,6 @@ def adapt_users(model: torch.nn.Module, support: pd.DataFrame, n_users: int, ste
                                                               + adapted.vec[users].pow(2).sum(-1).mean())
         loss.backward()
         optimizer.step()
-    for p in model.parameters():
+    for p in trainable:
         p.requires_grad_(True)
     return adapted.eval()

@@ -104,7 +104,9 @@ def head_state(model: torch.nn.Module, text: Optional[torch.nn.Module]) -> dict[
     state = model.state_dict()
     if text is None:
         return state
-    prefix = next(f"{name}." for name, module in model.named_modules() if module is text)
+    prefix = next((f"{name}." for name, module in model.named_modules() if module is text), None)
+    if prefix is None:
+        raise ValueError("the trained text encoder is not part of the model: this head ignores peft= (use peft=frozen)")
     return {k: v for k, v in state.items() if not k.startswith(prefix)}
 
 

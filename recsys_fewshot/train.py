@@ -314,6 +314,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                               **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
                                                             t.split_batches))
     run_dir = runtime.shared_run_dir(run_dir, accelerator)  # rank 0's, on every rank
+    if accelerator.is_main_process:  # a reused run dir (resume, a rerun): no stale result may outlive this run
+        for stale in ("metrics.json", "failure.json"):
+            (run_dir / stale).unlink(missing_ok=True)
     try:
         runtime.check_batch_sizes(accelerator.num_processes, t.split_batches, batch_size=t.batch_size,
                                   eval_batch_size=t.eval_batch_size)
@@ -410,7 +413,11 @@ def baseline(spec, test, y_train) -> dict[str, float]:
 
     if spec.task == "ranking" or len(y_train) == 0:
         return {}
-    return pointwise_metrics(spec, test, np.full(len(test), float(np.mean(y_train)), np.float32))
+    value = float(np.mean(y_train))
+    if spec.task == "ctr":  # CTR scores are logits (pointwise_metrics applies the sigmoid)
+        rate = float(np.clip(value, 1e-6, 1 - 1e-6))
+        value = float(np.log(rate / (1 - rate)))
+    return pointwise_metrics(spec, test, np.full(len(test), value, np.float32))
 
 
 def print_table(summary: dict) -> None:

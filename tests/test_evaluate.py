@@ -52,6 +52,8 @@ def test_evaluate_entry_point_checks_and_fails_clearly(small_ml100k, tiny_bert, 
     assert main([f"run_dir={run}", "check=true"]) == 1
     assert main([f"run_dir={run}", "check=true", "tolerance=0.02"]) == 0
     assert main([]) == 2  # usage
+    with pytest.raises(Exception, match="rot"):  # a typo in an override fails, naming the key
+        evaluate_run(run, ["dataset.rot=/elsewhere"])
 
     with pytest.raises(FileNotFoundError, match="nope"):
         evaluate_run(tmp_path / "nope")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fakes import write_ml100k
 from inprocess import compose, run_job
@@ -71,3 +72,22 @@ def test_resume_targets(tmp_path):
     with pytest.raises(FileNotFoundError, match="trainer.resume"):
         checkpoint.resolve(str(tmp_path / "nothing"), tmp_path)
     assert compose("trainer.resume=true").trainer.resume in ("true", "True")
+
+
+def test_resume_refuses_another_process_count_and_stale_partials_are_swept(tmp_path):
+    from types import SimpleNamespace
+
+    from recsys_fewshot import checkpoint
+
+    saved: list[str] = []
+    acc = SimpleNamespace(is_main_process=True, num_processes=2, wait_for_everyone=lambda: None,
+                          save_state=lambda folder: saved.append(folder), load_state=lambda folder: None)
+    stale = tmp_path / ".step-000000001.partial"  # a kill during an earlier save
+    stale.mkdir()
+    folder = checkpoint.save(acc, tmp_path, 5, {"epoch": 0}, {"x": torch.zeros(1)})
+    assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["step-000000005"]
+    one = SimpleNamespace(**{**vars(acc), "num_processes": 1})
+    with pytest.raises(ValueError, match="saved by 2 processes, this run has 1"):
+        checkpoint.load(one, folder)
+    loop, tensors = checkpoint.load(acc, folder)
+    assert loop["epoch"] == 0 and tensors["x"].shape == (1,)

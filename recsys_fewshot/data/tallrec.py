@@ -150,6 +150,9 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
         codes = data.folds.get("given", np.full(len(samples), TRAIN, np.int8))
         pool, valid_rows, test_rows = (np.flatnonzero(codes == c) for c in (TRAIN, VALID, TEST))
         rng = np.random.default_rng(partition_seed)
+        if len(test_rows) == 0 and len(valid_rows):  # re-cutting would silently drop the valid file
+            raise DataError(f"{data.name}: a valid file but no test file: set dataset.test_file too (or leave "
+                            "dataset.valid_file out, and a seeded cut of the train file makes pool / valid / test)")
         if len(test_rows) == 0:  # only a train file: a seeded partition of it
             perm = pool[rng.permutation(len(pool))]
             a, b = int(len(perm) * train_ratio), int(len(perm) * (train_ratio + valid_ratio))

@@ -24,6 +24,13 @@ from recsys_fewshot.data.recdata import UserHistory
 from recsys_fewshot.models.towers import ItemTower
 
 
+def _frozen_text_only(head: str, item_text: Optional[nn.Module]) -> None:
+    """These heads read frozen, cached text vectors: a trainable text tower would be silently unused."""
+    if item_text is not None:
+        raise ValueError(f"head={head} reads frozen, cached text vectors: use peft=frozen "
+                         "(joint training works with head=mf, mlp or inductive)")
+
+
 class SeqRec(nn.Module):
     chunk_users = 1024  # users scored at once by score_candidates
 
@@ -32,8 +39,10 @@ class SeqRec(nn.Module):
                  known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0, dim: int = 64,
                  item_id: bool = True, id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.02,
                  l2: float = 0.0, loo_history: bool = True, layers: int = 2, heads: int = 2, max_len: int = 50,
-                 dropout: float = 0.2, temperature: float = 0.07, **unused):
+                 dropout: float = 0.2, temperature: float = 0.07, item_text: Optional[nn.Module] = None,
+                 **unused):
         super().__init__()
+        _frozen_text_only("seq", item_text)
         if history is None:
             raise ValueError("head=seq reads user histories: keep head.user_history=true")
         if dim % heads:
@@ -125,8 +134,10 @@ class TextPool(nn.Module):
     chunk_users = 2048
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
-                 history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50, **unused):
+                 history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50,
+                 item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
+        _frozen_text_only("text_pool", item_text)
         if item_features is None or history is None:
             raise ValueError("head=text_pool needs an encoder (text vectors) and head.user_history=true")
         self.n_users, self.n_items, self.decay, self.max_len = n_users, n_items, decay, max_len

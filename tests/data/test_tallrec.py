@@ -160,6 +160,9 @@ def test_one_file_is_partitioned_and_a_test_file_is_the_whole_test_set(tmp_path)
     split = tallrec(both, n_shots=10, seed=0)
     assert split.test["user"].tolist() == list(range(80, 100))  # the whole test file, in file order
     assert len(split.valid) == 8 and not set(split.valid["user"]) & set(split.train["user"])
+    no_test = read_tallrec_json(tmp_path, "train.json", "test.json", None)  # a valid file, no test file
+    with pytest.raises(DataError, match="dataset.test_file"):
+        tallrec(no_test, n_shots=10, seed=0)
 
 
 def test_sample_users_see_only_their_own_history(tmp_path):

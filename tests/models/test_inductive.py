@@ -132,3 +132,17 @@ def test_init_from_loads_what_fits_and_fails_clearly(tmp_path):
     other = SeqRec(N_USERS, N_ITEMS, item_features=torch.randn(N_ITEMS, 4), history=hist, dim=4, heads=2)
     with pytest.raises(ValueError, match="none of its"):
         load_init(other, str(tmp_path))
+
+
+def test_per_user_adaptation_leaves_frozen_parameters_frozen():
+    import pandas as pd
+
+    from recsys_fewshot.inductive import adapt_users
+
+    model = make_mf(history([0, 0, 1], [1, 2, 3], [5, 1, 4]))
+    model.global_bias.requires_grad_(False)  # e.g. a frozen base encoder's weights
+    support = pd.DataFrame({"user": [5, 5], "item": [7, 8], "rating": [5.0, 2.0]})
+    adapted = adapt_users(model, support, N_USERS, steps=20, lr=0.05)
+    assert not model.global_bias.requires_grad  # stays frozen
+    assert model.item_bias.weight.requires_grad  # trainable ones are trainable again
+    assert adapted.bias[5].abs().item() > 0  # the support moved the cold user's own bias
