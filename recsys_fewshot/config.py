@@ -257,6 +257,18 @@ class PromptPeftConfig(PeftConfig):
 
 
 @dataclass
+class KGConfig:
+    source: str = "none"  # none | attributes (the data set's own) | triples (a TSV at `path`)
+    path: Optional[str] = None  # kg=triples: head<TAB>relation<TAB>tail lines (item:<id>, user:<id> or free names)
+    model: str = "transe"  # transe | distmult | rotate: how a triple is scored
+    weight: float = 0.1  # KG loss weight beside the recommendation loss (CKE's balance)
+    margin: float = 6.0  # TransE/RotatE: score = margin - distance
+    num_negatives: int = 8  # corrupted heads/tails per sampled triple
+    batch_size: int = 1024  # triples sampled per training step
+    aggregate: str = "entity"  # tower adds: entity (its own embedding) | neighbors (mean of its tails) | both
+
+
+@dataclass
 class OptimizerConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
@@ -317,6 +329,7 @@ class Config:
     optimizer: OptimizerConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
+    kg: KGConfig = field(default_factory=KGConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     task: Optional[str] = None  # rating | ctr | ranking; None: the split's, else the data set's
     seed: int = 0  # model initialisation and batch order
@@ -346,6 +359,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "optimizer": {"base": OptimizerConfig},
     "trainer": {"base": TrainerConfig},
     "logger": {"base": LoggerConfig},
+    "kg": {"base": KGConfig},
 }
 
 

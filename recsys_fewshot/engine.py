@@ -93,13 +93,15 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
         log: Optional[Callable[[dict[str, float], int], None]] = None,
         scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
         on_step: Optional[Callable[[int], None]] = None, checkpoint_dir: Optional[Path] = None,
-        checkpoint_every: int = 0, resume_from: Optional[Path] = None) -> FitResult:
+        checkpoint_every: int = 0, resume_from: Optional[Path] = None,
+        epoch_extras: Optional[Callable[[], dict[str, float]]] = None) -> FitResult:
     """Train `loss_module` (which holds `model`); returns the best epoch's validation metrics.
 
     `evaluate(model)` must return a dict holding `monitor`; NaN counts as no improvement.
     `on_step(n)` runs after the n-th optimizer step, before the gradients are cleared. Every
     `checkpoint_every` optimizer steps the full state goes to `checkpoint_dir` (see `checkpoint.py`);
     `resume_from` (a checkpoint folder) continues such a run exactly where it stopped.
+    `epoch_extras()` adds entries to each epoch's row (e.g. the KG loss of joint training).
     """
     from tqdm.auto import tqdm
 
@@ -184,14 +186,18 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
             metrics = evaluate(model)
         if monitor not in metrics:
             raise KeyError(f"trainer.monitor={monitor!r} is not among the validation metrics {sorted(metrics)}")
-        row = {"epoch": epoch + 1, "train/loss": train_loss, **{f"valid/{k}": v for k, v in metrics.items()}}
+        extras = epoch_extras() if epoch_extras is not None else {}
+        row = {"epoch": epoch + 1, "train/loss": train_loss, **extras,
+               **{f"valid/{k}": v for k, v in metrics.items()}}
         history.append(row)
         if log is not None:
             log(row, step)
         value = metrics[monitor]
         improved = value == value and (
             best_value is None or (value < best_value if mode == "min" else value > best_value))
-        accelerator.print(f"epoch {epoch + 1}: train loss {train_loss:.4f}, valid {monitor} {value:.4f}"
+        accelerator.print(f"epoch {epoch + 1}: train loss {train_loss:.4f}, "
+                          + "".join(f"{k.split('/')[-1]} {v:.4f}, " for k, v in extras.items())
+                          + f"valid {monitor} {value:.4f}"
                           + (" *" if improved else ""))
         if improved:
             best_value, best_epoch, best_metrics, stale = value, epoch + 1, dict(metrics), 0

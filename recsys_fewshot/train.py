@@ -181,6 +181,13 @@ def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
 
     build = instantiate(cfg.head, _partial_=True, _convert_="all")
     extra = {"item_text": text} if text is not None else {}  # joint training: the trainable text tower
+    kg = cfg.get("kg")
+    if kg is not None and kg.source != "none":  # kg=attributes/triples: a KG embedding trained jointly (kg/joint.py)
+        from recsys_fewshot.kg.joint import build_side, check_head
+
+        check_head(cfg.head._target_)
+        extra["kg"] = build_side(data, kg.source, kg.path, cfg.head.dim, kg.model, kg.weight, kg.margin,
+                                 kg.num_negatives, kg.batch_size, kg.aggregate)
     return build(n_users=data.n_users, n_items=data.n_items, item_features=features, history=prep.history,
                  warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean, **extra)
 
@@ -227,6 +234,11 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     def log_epoch(row: dict, step: int) -> None:
         accelerator.log(row, step=step)
 
+    kg = getattr(model, "kg", None)
+
+    def kg_epoch() -> dict[str, float]:  # kg=...: the epoch's mean KG loss (unweighted), over processes
+        return {"train/kg_loss": float(accelerator.reduce(kg.epoch_loss().to(accelerator.device), reduction="mean"))}
+
     result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
                  max_epochs=cfg.trainer.max_epochs, patience=cfg.trainer.patience, monitor=monitor,
                  grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
@@ -234,7 +246,8 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
                  on_step=text.after_optimizer_step if text is not None else None,
                  checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
                  checkpoint_every=t.checkpoint_every,
-                 resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None)
+                 resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None,
+                 epoch_extras=kg_epoch if kg is not None else None)
     return result, monitor
 
 
@@ -346,9 +359,15 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         text = text_tower(cfg, data, len(prep.train_users), accelerator)  # None unless joint training
         model = build_model(cfg, data, prep, features, text).to(accelerator.device)
         init_info = load_init(model, cfg.init_from) if cfg.init_from else None
+        kg_side = getattr(model, "kg", None)
+        if kg_side is not None and log_with:  # the graph's statistics join the tracker's config
+            for tracker in accelerator.trackers:
+                tracker.store_init_configuration(tracking.tracker_config(cfg.logger.name, {"kg_stats": kg_side.stats}))
         result, monitor = train_model(cfg, model, prep, split.valid, data.n_items, task, accelerator, log_with,
                                       run_dir, text)
         timer.lap("train")
+        if kg_side is not None:
+            from recsys_fewshot.kg.joint import run_summary as kg_run_summary
 
         valid_metrics, test_metrics, scores = evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
         spec, test = prep.spec, split.test
@@ -374,6 +393,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             "encoder": enc_info,
             "seconds": timer.seconds,
             **({"init_from": init_info} if init_info else {}),
+            **({"kg": kg_run_summary(kg_side, result.history)} if kg_side is not None else {}),
             **({"test_adapted": adapted} if adapted else {}),
             "training": {"peft": cfg.peft.method, "processes": accelerator.num_processes,
                          "mixed_precision": t.mixed_precision, "updates": result.updates,

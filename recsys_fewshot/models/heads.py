@@ -28,7 +28,8 @@ class Recommender(nn.Module):
                  item_id: bool = True, user_id: bool = True, user_history: bool = True, biases: bool = True,
                  id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.01, l2: float = 0.0,
                  history_weights: str = "none", history_bias: bool = False, bias_shrink: float = 5.0,
-                 loo_history: bool = False, history_sample_k: int = 0, item_text: Optional[nn.Module] = None):
+                 loo_history: bool = False, history_sample_k: int = 0, item_text: Optional[nn.Module] = None,
+                 kg: Optional[nn.Module] = None):
         super().__init__()
         self.n_users, self.n_items, self.l2 = n_users, n_items, l2
         self.items = ItemTower(n_items, dim, item_features, item_id, warm_items, id_dropout, text_hidden, init_std,
@@ -49,6 +50,9 @@ class Recommender(nn.Module):
             nn.init.zeros_(self.user_bias.weight)
             nn.init.zeros_(self.item_bias.weight)
         self.global_bias = nn.Parameter(torch.tensor(float(global_mean)))
+        self.kg: Optional[nn.Module] = None
+        if kg is not None:  # kg=...: a kg.joint.KGSide; its vectors join both towers, TaskLoss adds its loss
+            kg.attach(self)
 
     # --- pair scorers, specialised by subclasses -------------------------------------------
     def pair_score(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

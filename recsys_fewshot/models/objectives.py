@@ -21,6 +21,13 @@ class TaskLoss(nn.Module):
         self.model, self.task, self.num_negatives = model, task, num_negatives
 
     def forward(self, batch: tuple) -> torch.Tensor:
+        loss = self.task_loss(batch)
+        kg = getattr(self.model, "kg", None)
+        if kg is not None:  # kg=...: joint training, CKE-style: + kg.weight x the KG loss of sampled triples
+            loss = loss + kg.weight * kg.loss()
+        return loss
+
+    def task_loss(self, batch: tuple) -> torch.Tensor:
         users, items, target = batch
         reg = self.model.regularization(users, items)
         if self.task == "rating":

@@ -24,6 +24,17 @@ def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
+def _pool_rows(features: torch.Tensor, items: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor,
+               n_rows: int, block: int = 1 << 16) -> torch.Tensor:
+    """``out[rows[e]] += weights[e] * features[items[e]]`` over all entries e, a block of entries at a time:
+    never the whole [entries, dim] gather (10M interactions x 384-wide text vectors would be 15 GB)."""
+    out = torch.zeros(n_rows, features.shape[1], device=features.device)
+    for start in range(0, len(items), block):
+        part = slice(start, start + block)
+        out.index_add_(0, rows[part], features[items[part]] * weights[part].unsqueeze(-1))
+    return out
+
+
 class ItemTower(nn.Module):
     def __init__(self, n_items: int, dim: int, features: Optional[torch.Tensor], use_id: bool,
                  warm: Optional[torch.Tensor], id_dropout: float = 0.0, text_hidden: int = 0,
@@ -49,13 +60,14 @@ class ItemTower(nn.Module):
             nn.init.normal_(self.id_emb.weight, std=init_std)
             warm = torch.ones(n_items) if warm is None else warm.float()
             self.register_buffer("warm", warm, persistent=False)
+        self.kg_vectors = None  # kg=...: items -> knowledge vectors (kg/joint.py; the module lives in model.kg)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        out = 0
+        out = 0 if self.kg_vectors is None else self.kg_vectors(items)
         if self.text is not None:
-            out = self.proj(self.text(items))
+            out = out + self.proj(self.text(items))
         elif self.proj is not None:
-            out = self.proj(self.features[items])
+            out = out + self.proj(self.features[items])
         if self.id_emb is not None:
             keep = self.warm[items]
             if self.training and self.id_dropout > 0:
@@ -75,6 +87,7 @@ class UserTower(nn.Module):
         if not use_id and history is None:
             raise ValueError("the user tower needs head.user_id=true or head.user_history=true")
         self.dim = dim
+        self.kg_vectors = None  # kg=...: users -> knowledge vectors (kg/joint.py)
         self.id_emb: Optional[nn.Embedding] = None
         if use_id:
             self.id_emb = nn.Embedding(n_users, dim)
@@ -128,11 +141,10 @@ class UserTower(nn.Module):
         if self._features is not None:
             # mean (weighted) text vector of each user's history: fixed, so computed once
             rows = torch.as_tensor(owner, device=dev)
-            pooled = torch.zeros(n_users, self._features.shape[1], device=dev)
-            pooled.index_add_(0, rows, self._features[self.h_items] * self.h_w.unsqueeze(-1))
+            pooled = _pool_rows(self._features, self.h_items, self.h_w, rows, n_users)
             self.register_buffer("hist_text", pooled, persistent=False)
-            plain = torch.zeros_like(pooled)  # the unweighted mean, used by centring
-            plain.index_add_(0, rows, self._features[self.h_items] * torch.as_tensor(inv, device=dev).unsqueeze(-1))
+            # the unweighted mean, used by centring
+            plain = _pool_rows(self._features, self.h_items, torch.as_tensor(inv, device=dev), rows, n_users)
             self.register_buffer("hist_text_mean", plain, persistent=False)
 
     def _bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,6 +228,8 @@ class UserTower(nn.Module):
     def forward(self, users: torch.Tensor, selection: Optional[tuple] = None) -> torch.Tensor:
         """User vectors; `selection` (from `select`, training only) restricts the pooled history entries."""
         out = torch.zeros(len(users), self.dim, device=users.device)
+        if self.kg_vectors is not None:
+            out = out + self.kg_vectors(users)
         if self.id_emb is not None:
             out = out + self.id_emb(users) * self.known[users].unsqueeze(-1)
         if not self.has_history:
