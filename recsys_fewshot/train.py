@@ -204,7 +204,8 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     from recsys_fewshot.inductive import using_history
     from recsys_fewshot.models.objectives import TaskLoss
 
-    loss_module = TaskLoss(model, task, cfg.trainer.num_negatives)
+    # ranking negatives come from the items seen in training: held-out (cold) items stay unseen until scored
+    loss_module = TaskLoss(model, task, cfg.trainer.num_negatives, negative_pool=prep.warm.nonzero().squeeze(-1))
     opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
     lrs = {key: opt.pop(key) for key in ("head_lr", "encoder_lr", "scheduler", "warmup")}
     encoder_params = {id(p) for p in text.parameters()} if text is not None else set()
