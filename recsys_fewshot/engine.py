@@ -123,6 +123,7 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
         first_epoch, skip, step, updates = loop["epoch"], loop["batches"], loop["step"], loop["updates"]
         best_value, best_epoch, best_metrics = loop["best_value"], loop["best_epoch"], loop["best_metrics"]
         stale, history, samples = loop["stale"], loop["history"], loop["samples"]
+        train_seconds = loop.get("train_seconds", 0.0)  # so samples/s stays a rate of this run's samples
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
         best_state = best or None
         totals = tensors["totals"]
@@ -174,7 +175,8 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
                            **{f"best/{k}": v for k, v in (best_state or {}).items()}}
                 loop = {"epoch": epoch, "batches": batches, "step": step, "updates": updates,
                         "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
-                        "stale": stale, "history": history, "samples": samples}
+                        "stale": stale, "history": history, "samples": samples,
+                        "train_seconds": train_seconds + time.perf_counter() - tick}
                 ckpt.save(accelerator, checkpoint_dir, updates, loop, tensors)
         train_seconds += time.perf_counter() - tick
         if rng is not None:  # resumed at the very end of an epoch

@@ -45,6 +45,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, tiny_be
     assert [c.name for c in checkpoints] == ["step-000000003"]  # complete, nothing half-written
     loop = json.loads((checkpoints[0] / "loop.json").read_text())
     assert loop["epoch"] == 0 and 0 < loop["batches"] < 9  # stopped in the middle of an epoch
+    assert loop["num_processes"] == 1 and loop["train_seconds"] > 0  # samples/s stays a rate after resuming
 
     resumed = run_job(run, *common, "trainer.resume=true")
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["epochs"] == whole["epochs"]
