@@ -102,7 +102,8 @@ def load_init(model: torch.nn.Module, run_dir: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"init_from={run_dir}: no model.safetensors there (a finished run's directory)")
     source = load_file(str(path))
-    own = model.state_dict()
+    # a trainable text tower starts from its pretrained encoder, not from the run's head weights
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("items.text.")}
     loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(k for k in source if k not in loaded)
     if not loaded:

@@ -106,7 +106,9 @@ def objective(summary: dict[str, Any], optimized_metric: Optional[str], default:
 
 def is_main_process() -> bool:
     """Rank 0 (or no distributed launch): the process that writes files."""
-    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0) == 0
+    from recsys_fewshot.runtime import launch_rank
+
+    return launch_rank() == 0
 
 
 @contextlib.contextmanager
