@@ -17,7 +17,7 @@ SWEEP_DIR ?= multirun/example
 SWEEP_ARGS ?= head=mf,mlp head.dim=16,64 seed=0,1 encoder=none logger=none trainer.max_epochs=5 trainer.progress=false
 REPORT_ARGS ?= --plot x=head.dim y=test/rmse
 
-.PHONY: venv train test test-fast sweep report clean
+.PHONY: venv train test test-fast sweep report clean bench peers-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,24 @@ sweep: venv
 
 report: venv
 	$(PY) -m recsys_fewshot.report $(SWEEP_DIR) $(REPORT_ARGS)
+
+# `make bench`: the speed and scale table (scripts/bench_speed.py; README "Performance"), about an hour on 2 cores.
+# BENCH_ARGS=--quick: tiny sizes, under a minute. Section 5 (implicit ALS, LightFM) runs in its own venv,
+# PEERS_VENV, kept out of the project's (`make peers-venv` builds it; without it the section is skipped).
+BENCH_ARGS ?=
+PEERS_VENV ?= /tmp/recsys-fewshot-peers
+bench: venv
+	-$(MAKE) peers-venv
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) scripts/bench_speed.py \
+		$(if $(wildcard $(PEERS_VENV)/bin/python),--peers-python $(PEERS_VENV)/bin/python,) $(BENCH_ARGS)
+
+# lightfm ships only an sdist whose setup.py fails under build isolation: build it against the venv's setuptools
+peers-venv: $(PEERS_VENV)/.installed
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install numpy scipy pandas implicit threadpoolctl setuptools wheel
+	$(PEERS_VENV)/bin/pip install --no-build-isolation lightfm
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache

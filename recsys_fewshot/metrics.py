@@ -63,9 +63,13 @@ def auc(labels: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     y, s = _labels_probs(labels, scores, name="scores", unit=False)
     if y.min() == y.max():
         return float("nan")
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, s))
+    # Mann-Whitney U over average ranks (ties share their mean rank): equal to sklearn's roc_auc_score, without
+    # importing scikit-learn (about 1 s of a run's start-up; a rating run needs only this metric)
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def accuracy(labels: npt.ArrayLike, probs: npt.ArrayLike, threshold: float = 0.5) -> float:

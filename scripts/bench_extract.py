@@ -63,7 +63,7 @@ def bench(kind: str, texts: list[str], args: argparse.Namespace) -> dict:
     cosine = torch.nn.functional.cosine_similarity(mine, theirs, dim=1)
     ours_rate = len(texts) / statistics.median(times["ours"])
     st_rate = len(texts) / statistics.median(times["st"])
-    return {"texts": kind, "n": len(texts), "ours/s": ours_rate, "st/s": st_rate, "ratio": ours_rate / st_rate,
+    return {"texts": kind, "n": len(texts), "max_length": st.max_seq_length, "ours/s": ours_rate, "st/s": st_rate, "ratio": ours_rate / st_rate,
             "cos min": cosine.min().item(), "cos mean": cosine.mean().item(),
             "tokenize %": 100 * statistics.median(times["tokenize"]) / statistics.median(times["ours"])}
 

@@ -35,20 +35,25 @@ def generate(n_interactions: int, n_users: int, n_items: int, seed: int = 0, n_t
     sizes = np.diff(np.append(starts, n_items))
     prefs = np.stack([rng.choice(n_topics, per_user_topics, replace=False) for _ in range(n_users)])
 
-    want = int(n_interactions * 1.08) + 1000  # a few duplicates are dropped below
-    users = np.sort(rng.integers(0, n_users, want))
-    on_topic = rng.random(want) < 0.9
-    topics = np.where(on_topic, prefs[users, rng.integers(0, per_user_topics, want)],
-                      rng.integers(0, n_topics, want))
-    empty = sizes[topics] == 0
-    topics[empty] = topic_of_item[rng.integers(0, n_items, int(empty.sum()))]
-    offset = np.floor(sizes[topics] * rng.random(want) ** 2.5).astype(np.int64)  # popular items first
-    items = starts[topics] + np.minimum(offset, sizes[topics] - 1)
-    keys = users.astype(np.int64) * n_items + items
-    _, first = np.unique(keys, return_index=True)
-    if len(first) < n_interactions:
-        raise ValueError(f"only {len(first)} distinct (user, item) pairs drawn for {n_interactions} wanted: "
-                         "use more users or items")
+    oversample = 1.08  # a few duplicates are dropped below; dense data (10M pairs of 5e9) draws again with more
+    while True:
+        want = int(n_interactions * oversample) + 1000
+        users = np.sort(rng.integers(0, n_users, want))
+        on_topic = rng.random(want) < 0.9
+        topics = np.where(on_topic, prefs[users, rng.integers(0, per_user_topics, want)],
+                          rng.integers(0, n_topics, want))
+        empty = sizes[topics] == 0
+        topics[empty] = topic_of_item[rng.integers(0, n_items, int(empty.sum()))]
+        offset = np.floor(sizes[topics] * rng.random(want) ** 2.5).astype(np.int64)  # popular items first
+        items = starts[topics] + np.minimum(offset, sizes[topics] - 1)
+        keys = users.astype(np.int64) * n_items + items
+        _, first = np.unique(keys, return_index=True)
+        if len(first) >= n_interactions:
+            break
+        if oversample > 2.0:
+            raise ValueError(f"only {len(first)} distinct (user, item) pairs drawn for {n_interactions} wanted: "
+                             "use more users or items")
+        oversample *= 1.25
     keep = np.sort(rng.choice(first, n_interactions, replace=False))
     users, items, on_topic = users[keep], items[keep], on_topic[keep]
     liked = (prefs[users] == topic_of_item[items][:, None]).any(1)
@@ -61,7 +66,8 @@ def generate(n_interactions: int, n_users: int, n_items: int, seed: int = 0, n_t
     word = np.asarray(WORDS)
     t_words = word[np.arange(n_topics) % len(WORDS)]
     t_words2 = word[(np.arange(n_topics) // len(WORDS)) % len(WORDS)]
-    fillers = word[rng.integers(0, len(WORDS), (n_items, 2))]
+    # own stream: the item texts depend on (seed, items) only, so sizes share one embedding cache
+    fillers = word[np.random.default_rng([seed, 1]).integers(0, len(WORDS), (n_items, 2))]
     titles = [f"{a} {b} {t1} {t2}" for (a, b), t1, t2 in
               zip(fillers, t_words[topic_of_item], t_words2[topic_of_item])]
     genres = [f"{t1}|{t2}" for t1, t2 in zip(t_words[topic_of_item], t_words2[topic_of_item])]

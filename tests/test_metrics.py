@@ -256,3 +256,16 @@ def test_import_does_not_load_sklearn():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_auc_equals_scikit_learn_with_and_without_ties():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        y = rng.integers(0, 2, 500)
+        s = rng.normal(size=500) + y * 0.5
+        if trial % 2:
+            s = np.round(s, 1)  # many ties
+        assert M.auc(y, s) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
