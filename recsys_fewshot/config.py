@@ -291,7 +291,7 @@ class TrainerConfig:
     cpu: bool = False  # force CPU even when a GPU is visible
     num_negatives: int = 64  # ranking task: sampled negatives per positive
     grad_clip: float = 0.0  # 0: off
-    progress: bool = True  # tqdm bar on the main process
+    progress: bool = True  # tqdm bar on the main process, when stderr is a terminal (not in logs or sbatch output)
     limit_train_batches: int = 0  # 0: all (debug runs use 1)
     gradient_accumulation_steps: int = 1  # batches summed into one optimizer step
     split_batches: bool = True  # batch_size is the global batch split over processes (results do not depend on N)

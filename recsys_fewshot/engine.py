@@ -143,7 +143,7 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         skip = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{max_epochs}", leave=False,
-                   disable=not (progress and accelerator.is_main_process))
+                   disable=None if progress and accelerator.is_main_process else True)  # None: off when not a terminal
         tick = time.perf_counter()
         for batch in bar:
             if rng is not None:
