@@ -265,7 +265,7 @@ class KGConfig:
     margin: float = 6.0  # TransE/RotatE: score = margin - distance
     num_negatives: int = 8  # corrupted heads/tails per sampled triple
     batch_size: int = 1024  # triples sampled per training step
-    aggregate: str = "entity"  # tower adds: entity (its own embedding) | neighbors (mean of its tails) | both
+    aggregate: str = "neighbors"  # tower adds: neighbors (mean of its tails) | entity (its own embedding) | both
 
 
 @dataclass
