@@ -272,8 +272,9 @@ class KGConfig:
 class OptimizerConfig:
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0  # decoupled decay of every weight at every step (head.l2 is the MF-style one)
+    fused: Optional[bool] = None  # torch's fused kernel (AdamW: ~3x faster steps on CPU); None: torch's default
     head_lr: Optional[float] = None  # learning rate of the recommender head; None: lr
     encoder_lr: Optional[float] = None  # learning rate of the trainable encoder part (peft != frozen); None: lr
     scheduler: str = "none"  # none | linear | cosine: decay of the learning rates over all optimizer steps
@@ -283,7 +284,8 @@ class OptimizerConfig:
 @dataclass
 class TrainerConfig:
     max_epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 1024
+    batching: str = "rows"  # rows: uniform shuffle | users: each user's rows together (linear cost on big data)
     eval_batch_size: int = 4096
     patience: int = 3  # epochs without improvement of the monitored metric before stopping
     monitor: Optional[str] = None  # e.g. rmse, auc, ndcg@10; None: the task's default

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 LOWER_IS_BETTER = ("rmse", "mae", "logloss", "loss")
 
@@ -43,9 +43,36 @@ def _identity(batch):
     return batch
 
 
-def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+class GroupedSampler(Sampler[int]):
+    """Every row once per epoch, the rows of one group (user) next to each other: groups in a random order,
+    rows in a random order within their group. Cut into batches, a batch then holds few distinct users, and
+    the work done once per distinct user (pooling a history) is done once per user per epoch."""
+
+    def __init__(self, groups: torch.Tensor, generator: torch.Generator):
+        self.groups, self.generator = torch.as_tensor(groups, dtype=torch.int64), generator
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        n_groups = int(self.groups.max()) + 1 if len(self.groups) else 0
+        rows = torch.randperm(len(self.groups), generator=self.generator)
+        group_rank = torch.randperm(n_groups, generator=self.generator)
+        order = torch.sort(group_rank[self.groups[rows]], stable=True).indices
+        yield from rows[order].tolist()
+
+
+BATCHING = ("rows", "users")
+
+
+def batch_loader(*tensors: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 groups: Optional[torch.Tensor] = None) -> DataLoader:
+    """Batches of `tensors`' rows; shuffled with `seed`, and with `groups` (e.g. the user of each row)
+    grouped as `GroupedSampler` does."""
     data = TensorBatches(*tensors)
-    if shuffle:
+    if shuffle and groups is not None:
+        sampler = GroupedSampler(groups, torch.Generator().manual_seed(seed))
+    elif shuffle:
         sampler = RandomSampler(data, generator=torch.Generator().manual_seed(seed))
     else:
         sampler = SequentialSampler(data)

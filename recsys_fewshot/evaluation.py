@@ -62,15 +62,24 @@ def targets(frame: pd.DataFrame, spec: TaskSpec) -> np.ndarray:
 
 @torch.no_grad()
 def predict_pairs(model, users: np.ndarray, items: np.ndarray, accelerator, batch_size: int = 4096) -> np.ndarray:
-    """Scores of (user, item) pairs, in input order, sharded over processes and gathered."""
+    """Scores of (user, item) pairs, in input order, sharded over processes and gathered.
+
+    Pairs are scored grouped by user (then put back in input order), so a batch holds few distinct users and
+    each user's vector, a pooling over their whole history, is computed about once."""
     from recsys_fewshot.engine import batch_loader
 
-    loader = accelerator.prepare_data_loader(
-        batch_loader(torch.as_tensor(users), torch.as_tensor(items), batch_size=batch_size, shuffle=False))
+    order = np.argsort(np.asarray(users), kind="stable")
+    loader = accelerator.prepare_data_loader(batch_loader(
+        torch.as_tensor(np.asarray(users)[order]), torch.as_tensor(np.asarray(items)[order]),
+        batch_size=batch_size, shuffle=False))
     out = []
     for u, i in loader:
         out.append(accelerator.gather_for_metrics(model(u, i).float()))
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
+    if not out:
+        return np.zeros(0, np.float32)
+    scores = np.empty(len(order), np.float32)
+    scores[order] = torch.cat(out).cpu().numpy()
+    return scores
 
 
 def pointwise_metrics(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
@@ -112,13 +121,13 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(rank, len(users), world)
     parts: dict[str, list[np.ndarray]] = {}
+    scorer = getattr(model, "candidate_scorer", None)  # item side computed once for all chunks, where offered
+    score = scorer(all_items) if scorer is not None else (lambda u: model.score_candidates(u, all_items))
     for start in range(0, len(mine), chunk_size):
         idx = mine[start: start + chunk_size]
         chunk = users[idx]
-        scores = model.score_candidates(torch.as_tensor(chunk, device=device), all_items).float()
-        lengths = exclude.indptr[chunk + 1] - exclude.indptr[chunk]
-        rows = np.repeat(np.arange(len(chunk)), lengths)
-        cols = np.concatenate([exclude.row(u) for u in chunk]) if len(rows) else np.zeros(0, np.int64)
+        scores = score(torch.as_tensor(chunk, device=device)).float()
+        rows, cols = exclude.entries(chunk)
         if slot is not None:
             cols = slot[cols]
             rows, cols = rows[cols >= 0], cols[cols >= 0]

@@ -62,3 +62,72 @@ def optimizer_steps(n_rows: int, batch_size: int, max_epochs: int, accumulation:
     if limit_batches:
         batches = min(batches, limit_batches)
     return max(1, max_epochs * math.ceil(batches / max(1, accumulation)))
+
+
+class LazyAdamW(torch.optim.Optimizer):
+    """AdamW for recommenders with big ID tables: a parameter with a sparse gradient (an embedding built with
+    ``sparse=True``) updates only the rows its batch touched, moments included ("lazy" Adam, as
+    ``torch.optim.SparseAdam``, with decoupled weight decay on those rows); a dense gradient gets the plain
+    AdamW step. On 100k users x 50k items a step then costs the batch's rows, not the whole tables
+    (`optimizer=lazy_adamw`, which also builds the head's embeddings sparse)."""
+
+    sparse_embeddings = True  # train.py: build the head's ID tables with sparse gradients
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"LazyAdamW: bad hyper-parameters lr={lr}, betas={betas}, eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                step_size = lr / (1 - b1 ** t)
+                root_correction = math.sqrt(1 - b2 ** t)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                if p.grad.is_sparse:
+                    grad = p.grad.coalesce()
+                    rows, values = grad.indices()[0], grad.values()
+                    if wd:
+                        p[rows] = p[rows] * (1 - lr * wd)
+                    m_rows = m[rows].lerp_(values, 1 - b1)
+                    v_rows = v[rows].mul_(b2).addcmul_(values, values, value=1 - b2)
+                    m[rows], v[rows] = m_rows, v_rows
+                    p[rows] = p[rows] - step_size * m_rows / (v_rows.sqrt() / root_correction + eps)
+                else:
+                    if wd:
+                        p.mul_(1 - lr * wd)
+                    m.lerp_(p.grad, 1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    p.addcdiv_(m, v.sqrt().div_(root_correction).add_(eps), value=-step_size)
+        return loss
+
+
+def make_embeddings_sparse(model: nn.Module, skip: Iterable[int] = ()) -> list[str]:
+    """Switch the trainable embedding tables of `model` to sparse gradients (for `LazyAdamW`), except those whose
+    weight's id() is in `skip` (a trainable text encoder's); returns their names."""
+    names, skip = [], set(skip)
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and module.weight.requires_grad \
+                and id(module.weight) not in skip:
+            if isinstance(module, nn.EmbeddingBag) and module.mode == "max":
+                continue  # max bags have no sparse gradient
+            module.sparse = True
+            names.append(name)
+    return names

@@ -208,16 +208,24 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     loss_module = TaskLoss(model, task, cfg.trainer.num_negatives, negative_pool=prep.warm.nonzero().squeeze(-1))
     opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
     lrs = {key: opt.pop(key) for key in ("head_lr", "encoder_lr", "scheduler", "warmup")}
+    if opt.get("fused") is None or (opt["fused"] and accelerator.device.type == "cpu"
+                                    and tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 4)):
+        opt.pop("fused", None)  # unset, or a torch without the fused CPU kernel (2.3): the default kernel
     encoder_params = {id(p) for p in text.parameters()} if text is not None else set()
     groups = optim.param_groups(loss_module.parameters(), lambda p: id(p) in encoder_params, opt["lr"],
                                 lrs["head_lr"], lrs["encoder_lr"])
+    from hydra.utils import get_class
+
+    if getattr(get_class(opt["_target_"]), "sparse_embeddings", False):  # optimizer=lazy_adamw
+        tables = optim.make_embeddings_sparse(model, skip=encoder_params)
+        log.info("optimizer %s: sparse gradients for %s", opt["_target_"], ", ".join(tables) or "no table")
     optimizer = instantiate(opt)(params=groups)
     t = cfg.trainer
     scheduler = optim.build_scheduler(optimizer, lrs["scheduler"], lrs["warmup"], optim.optimizer_steps(
         len(prep.train_users), t.batch_size, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches))
     loader = batch_loader(torch.as_tensor(prep.train_users), torch.as_tensor(prep.train_items),
                           torch.as_tensor(prep.train_targets), batch_size=cfg.trainer.batch_size, shuffle=True,
-                          seed=cfg.seed)
+                          seed=cfg.seed, groups=torch.as_tensor(prep.train_users) if t.batching == "users" else None)
     monitor = cfg.trainer.monitor or default_monitor(task)
     spec = prep.spec
 
@@ -318,6 +326,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
 
     timer = Timer()
     startup = round(timer._t - _T_IMPORT, 3)
+    preload = runtime.preload_in_background()  # overlaps with the tracker's start-up and the data
     run_dir.mkdir(parents=True, exist_ok=True)
     job = sweeps.job_context()  # a multirun job's tracker group is its sweep dir's name
     log_with, init_kwargs = tracking.tracker_setup(
@@ -334,6 +343,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     try:
         runtime.check_batch_sizes(accelerator.num_processes, t.split_batches, batch_size=t.batch_size,
                                   eval_batch_size=t.eval_batch_size)
+        from recsys_fewshot.engine import BATCHING
+
+        if t.batching not in BATCHING:  # before anything is read or written
+            raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
         if log_with:
             resolved = {**OmegaConf.to_container(cfg, resolve=True),
                         "job": {"run_dir": str(run_dir), "sweep_dir": job.sweep_dir, "num": job.job_num,
@@ -352,6 +365,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         log.info("%s: %d users, %d items; split %s %s; task %s", data.name, data.n_users, data.n_items,
                  split.info.get("protocol"), split.sizes(), task)
 
+        preload.join()  # before the encoder (a cache miss imports transformers) can import beside it
         features, enc_info = item_vectors(cfg, data, accelerator)
         timer.lap("encode")
 

@@ -285,7 +285,7 @@ def section_scale(table: Table, args, work: Path) -> dict[int, Path]:
         start = time.perf_counter()
         folders[n] = synthetic(work, n, users, items)
         gen = time.perf_counter() - start
-        overrides = ["dataset=csv", f"dataset.dir={folders[n]}", "trainer.max_epochs=1",
+        overrides = ["dataset=csv", f"dataset.dir={folders[n]}", *args.scale_preset, "trainer.max_epochs=1",
                      f"trainer.batch_size={args.scale_batch_size}", "logger=none", "save_predictions=false",
                      f"eval.chunk_size={args.eval_chunk_size}", *model_override(args)]
         if args.scale_train_batches:
@@ -301,8 +301,20 @@ def section_scale(table: Table, args, work: Path) -> dict[int, Path]:
         partial = m["training"]["updates"] * args.scale_batch_size < _train_rows(m)
         label_epoch = f" (from {m['training']['updates']} batches)" if partial else ""
         table.add("4 scale", f"{label}: one epoch (batch {args.scale_batch_size}){label_epoch}", f"{epoch:.1f} s",
-                  f"{_train_rows(m):,} rows, {m['training']['samples_per_second']:,.0f} rows/s; data gen {gen:.0f} s",
+                  f"{_train_rows(m):,} rows, {m['training']['samples_per_second']:,.0f} rows/s, "
+                  f"test rmse {m['test'].get('rmse', float('nan')):.4f} ({' '.join(args.scale_preset) or 'defaults'}); "
+                  f"data gen {gen:.0f} s",
                   verdict(epoch <= GOALS["epoch_s"], "<= 60 s") if n == sizes[-1] else "")
+        if args.scale_baseline_batches and args.scale_preset:
+            # the same data through the plain defaults (uniform batches, dense AdamW), first K batches only
+            base_over = [o for o in overrides if o not in args.scale_preset]
+            base = run_cli([*base_over, f"trainer.limit_train_batches={args.scale_baseline_batches}",
+                            "eval.ranking=false"], work, f"scale-{n}-defaults", reuse=args.reuse_runs)["metrics"]
+            rate = base["training"]["samples_per_second"]
+            table.add("4 scale", f"{label}: rows/s, {' '.join(args.scale_preset)} vs the default config",
+                      f"{m['training']['samples_per_second']:,.0f} vs {rate:,.0f}",
+                      f"defaults timed on their first {args.scale_baseline_batches} batches (epoch ~{_train_rows(m) / rate:.0f} s)",
+                      f"{m['training']['samples_per_second'] / rate:.1f}x")
         table.add("4 scale", f"{label}: full-ranking eval, valid + test users", f"{evaluation:.1f} s",
                   f"{users:,} users x {items:,} items, chunk {args.eval_chunk_size}, top-20 kept",
                   verdict(evaluation <= GOALS["eval_s"], "<= 60 s") if n == sizes[-1] else "")
@@ -415,7 +427,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="alternating extraction runs (median)")
     parser.add_argument("--encoder-batch-size", type=int, default=128)
     parser.add_argument("--scale-batch-size", type=int, default=4096,
-                        help="training batch at scale (default config's 256 is for ML-100K-sized data)")
+                        help="training batch at scale (the default config's 1024 is for ML-100K-sized data)")
+    parser.add_argument("--scale-baseline-batches", type=int, default=100,
+                        help="also time the default config (no --scale-preset) on this many batches; 0: skip")
+    parser.add_argument("--scale-preset", default="experiment=scale",
+                        help="overrides of the scale runs, comma-separated (default: conf/experiment/scale.yaml, "
+                             "user-grouped batches + sparse ID-table updates; '' runs the default config)")
     parser.add_argument("--scale-sizes", help="comma-separated interaction counts (default 1M,10M; quick 2k,20k)")
     parser.add_argument("--scale-train-batches", type=int, default=0,
                         help="time only this many training batches and extrapolate the epoch (0: whole epoch)")
@@ -428,6 +445,7 @@ def main() -> None:
     parser.add_argument("--peer-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.scale_preset = [o for o in args.scale_preset.split(",") if o]
     if args.peer_worker:
         peer_worker(args.peer_worker, args.threads)
         return

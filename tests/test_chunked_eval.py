@@ -70,13 +70,20 @@ def test_chunked_ranking_equals_the_full_matrix(candidates):
 def test_chunk_size_bounds_the_score_block():
     """No block of scores wider than chunk_size users is ever asked of the model."""
     model, history, users, positives = small_problem(1)
-    seen = []
-    original = model.score_candidates
+    seen, prepared = [], []
+    original = model.candidate_scorer
 
-    def spy(u, items):
-        seen.append(len(u))
-        return original(u, items)
+    def spy_scorer(items):
+        prepared.append(len(items))
+        score = original(items)
 
-    model.score_candidates = spy
+        def spy(u):
+            seen.append(len(u))
+            return score(u)
+
+        return spy
+
+    model.candidate_scorer = spy_scorer
     rank_users(model, users, positives, history, N_ITEMS, KS, 7, SINGLE)
     assert max(seen) == 7 and sum(seen) == len(users)
+    assert prepared == [N_ITEMS]  # the item side is computed once for all the chunks

@@ -32,7 +32,8 @@ def test_two_processes_give_the_metrics_of_one_in_one_run_dir_with_one_cache_wri
     root = tmp_path / "data"
     write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
     common = [f"dataset.root={root}", f"encoder.name_or_path={tiny_bert}", "peft=lora", "trainer.max_epochs=3",
-              "trainer.progress=false", "trainer.cpu=true"]
+              "trainer.progress=false", "trainer.cpu=true",
+              "trainer.batch_size=256", "optimizer.lr=1e-3"]  # the settings the tolerances were measured with
     one = run_job(tmp_path / "one", *common, f"cache_dir={tmp_path / 'cache1'}", "logger=none")
 
     scratch = tmp_path / "tmp"

@@ -32,7 +32,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, tiny_be
     common = [f"dataset.root={root}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={tmp_path / 'cache'}",
               "peft=lora", "trainer.max_epochs=2", "trainer.progress=false", "trainer.cpu=true", "logger=none",
               "trainer.gradient_accumulation_steps=2", "optimizer.scheduler=cosine", "optimizer.warmup=0.2",
-              "trainer.checkpoint_every=3", "trainer.patience=3", "head.id_dropout=0.3"]
+              "trainer.checkpoint_every=3", "trainer.patience=3", "head.id_dropout=0.3", "trainer.batch_size=256"]
     whole = run_job(tmp_path / "whole", *common)
 
     run = tmp_path / "killed"

@@ -103,6 +103,7 @@ BAD = {
     "bert-base offline": (["encoder=bert-base"], "bert-base-uncased"),
     "bad template column": (["dataset.text_template={plot}"], "plot"),
     "empty test split": (["split.test_ratio=0.0"], "test set is empty"),
+    "unknown batching": (["trainer.batching=shuffled"], "trainer.batching"),
 }
 
 
@@ -138,14 +139,16 @@ def test_bad_csv_names_file_and_column(tmp_path):
 
 
 @pytest.mark.slow
-def test_mf_beats_the_global_mean_on_planted_signal(tmp_path):
-    """Ratings follow user-genre affinity: an ID-only MF must clearly beat predicting the mean."""
+@pytest.mark.parametrize("scale", [[], ["experiment=scale", "trainer.batch_size=128"]], ids=["defaults", "scale"])
+def test_mf_beats_the_global_mean_on_planted_signal(tmp_path, scale):
+    """Ratings follow user-genre affinity: an ID-only MF must clearly beat predicting the mean (also with the
+    big-data preset: user-grouped batches and sparse ID-table updates)."""
     root = tmp_path / "data"
     write_ml100k(root / "ml-100k", n_users=200, n_items=60, n_per_user=30, seed=3)
     run = tmp_path / "run"
     proc = cli(f"dataset.root={root}", "encoder=none", "logger=none", f"hydra.run.dir={run}",
                f"cache_dir={tmp_path / 'cache'}", "trainer.progress=false", "trainer.batch_size=128",
-               "trainer.max_epochs=40", "trainer.patience=4", "head.dim=16")
+               "trainer.max_epochs=40", "trainer.patience=4", "head.dim=16", *scale)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     mf, mean = metrics["test"]["rmse"], metrics["baseline"]["rmse"]

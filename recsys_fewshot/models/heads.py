@@ -10,7 +10,7 @@ embedding because unseen in training, and no text/history) scores ``global mean 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -81,6 +81,18 @@ class Recommender(nn.Module):
             return None
         return self.users.select(users, items if self.loo_history else None)
 
+    def _user_vectors(self, users: torch.Tensor, selection: Optional[tuple]) -> torch.Tensor:
+        """User vectors of the batch rows. Without a row-specific selection a user's vector depends on the user
+        only, so it is computed once per distinct user and shared by that user's rows (the same values and
+        gradients; with user-grouped batches, trainer.batching=users, the history pooling of an epoch then
+        costs the number of interactions, not the sum of squared history lengths)."""
+        if selection is not None or len(users) < 2:
+            return self.users(users, selection)
+        distinct, inverse = torch.unique(users, return_inverse=True)
+        if len(distinct) == len(users):
+            return self.users(users)
+        return self.users(distinct)[inverse]
+
     def _item_bias(self, items: torch.Tensor) -> torch.Tensor:
         if not self.biases:
             return torch.zeros(len(items), device=items.device)
@@ -88,16 +100,14 @@ class Recommender(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         selection = self._selection(users, items)
-        u, v = self.users(users, selection), self.items(items)
+        u, v = self._user_vectors(users, selection), self.items(items)
         return self.pair_score(u, v) + self._user_bias(users, selection) + self._item_bias(items) + self.global_bias
 
     def sampled_scores(self, users: torch.Tensor, items: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """[B, 1 + N] training scores: each row's own item, then the shared negatives, from one user pass
         (so a history that leaves the row's item out is the same for its positive and its negatives)."""
         selection = self._selection(users, items)
-        if selection is None:
-            return torch.cat([self(users, items).unsqueeze(-1), self.score_candidates(users, negatives)], -1)
-        u = self.users(users, selection)
+        u = self._user_vectors(users, selection)
         ub = self._user_bias(users, selection) + self.global_bias
         pos = self.pair_score(u, self.items(items)) + self._item_bias(items) + ub
         neg = self.cross_score(u, self.items(negatives)) + self._item_bias(negatives).unsqueeze(0)
@@ -105,14 +115,22 @@ class Recommender(nn.Module):
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[len(users), len(items)] scores, e.g. all items for full ranking or sampled negatives."""
-        v = self.items(items)
-        ib = self._item_bias(items)
-        out = []
-        for start in range(0, len(users), self.chunk_users):
-            chunk = users[start: start + self.chunk_users]
-            s = self.cross_score(self.users(chunk), v) + ib.unsqueeze(0)
-            out.append(s + self._user_bias(chunk).unsqueeze(-1) + self.global_bias)
-        return torch.cat(out) if out else torch.zeros(0, len(items), device=items.device)
+        return self.candidate_scorer(items)(users)
+
+    def candidate_scorer(self, items: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function users -> [len(users), len(items)] scores with the item side computed once here (full
+        ranking scores every chunk of users against the same items)."""
+        v, ib = self.items(items), self._item_bias(items)
+
+        def score(users: torch.Tensor) -> torch.Tensor:
+            out = []
+            for start in range(0, len(users), self.chunk_users):
+                chunk = users[start: start + self.chunk_users]
+                s = self.cross_score(self.users(chunk), v) + ib.unsqueeze(0)
+                out.append(s + self._user_bias(chunk).unsqueeze(-1) + self.global_bias)
+            return torch.cat(out) if out else torch.zeros(0, len(items), device=items.device)
+
+        return score
 
     def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """MF-style L2 on the embeddings and biases this batch touched (mean over the batch)."""
@@ -136,6 +154,20 @@ class MF(Recommender):
 
     def cross_score(self, u, v):
         return u @ v.T
+
+    def candidate_scorer(self, items: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Biases folded into one matmul: [u, user bias + global, 1] . [v, 1, item bias], so each score is
+        written once (a users x items block is the largest thing full ranking touches)."""
+        v = self.items(items)
+        ones = torch.ones(len(items), 1, device=v.device, dtype=v.dtype)
+        right = torch.cat([v, ones, self._item_bias(items).unsqueeze(-1).to(v.dtype)], -1).T.contiguous()
+
+        def score(users: torch.Tensor) -> torch.Tensor:
+            u = self.users(users)
+            bias = (self._user_bias(users) + self.global_bias).unsqueeze(-1).to(u.dtype)
+            return torch.cat([u, bias, torch.ones_like(bias)], -1) @ right
+
+        return score
 
 
 class NCF(Recommender):

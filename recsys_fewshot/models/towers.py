@@ -9,10 +9,12 @@ embedding cache, and the saved weights stay small.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
@@ -24,15 +26,51 @@ def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
-def _pool_rows(features: torch.Tensor, items: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor,
-               n_rows: int, block: int = 1 << 16) -> torch.Tensor:
-    """``out[rows[e]] += weights[e] * features[items[e]]`` over all entries e, a block of entries at a time:
-    never the whole [entries, dim] gather (10M interactions x 384-wide text vectors would be 15 GB)."""
-    out = torch.zeros(n_rows, features.shape[1], device=features.device)
-    for start in range(0, len(items), block):
-        part = slice(start, start + block)
-        out.index_add_(0, rows[part], features[items[part]] * weights[part].unsqueeze(-1))
-    return out
+def _pool_rows(features: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor, weights: torch.Tensor,
+               n_rows: int) -> torch.Tensor:
+    """``out[r] = sum over entries e of row r of weights[e] * features[items[e]]``: a sparse (CSR) rows x items
+    matrix times the features, never the [entries, dim] gather (10M interactions x 384-wide text vectors would
+    be 15 GB), and an order of magnitude faster than gathering and adding a block at a time."""
+    if len(items) == 0:
+        return torch.zeros(n_rows, features.shape[1], device=features.device)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul of CSR x dense is long stable
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(indptr, items, weights.to(features.dtype), size=(n_rows, features.shape[0]),
+                                         check_invariants=False)
+        return matrix @ features
+
+
+class _BagSum(torch.autograd.Function):
+    """``out[b] = sum over bag b's entries e of weights[e] * table[items[e]]``: embedding_bag's forward, and a
+    backward that is one sparse (CSR) items x bags matrix times the output gradient, ~3x faster on CPU than
+    embedding_bag's own (a sort and a scatter per entry), with the same result."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, items: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor):
+        ctx.save_for_backward(items, offsets, weights)
+        ctx.n_rows, ctx.dtype = table.shape[0], table.dtype
+        return F.embedding_bag(items, table, offsets, mode="sum", per_sample_weights=weights)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        items, offsets, weights = ctx.saved_tensors
+        bags = torch.repeat_interleave(torch.arange(len(offsets), device=items.device),
+                                       torch.diff(offsets, append=offsets.new_tensor([len(items)])))
+        order = torch.argsort(items)
+        indptr = torch.zeros(ctx.n_rows + 1, dtype=torch.int64, device=items.device)
+        indptr[1:] = torch.cumsum(torch.bincount(items, minlength=ctx.n_rows), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            transpose = torch.sparse_csr_tensor(indptr, bags[order], weights[order].to(grad.dtype),
+                                                size=(ctx.n_rows, len(offsets)), check_invariants=False)
+            return (transpose @ grad).to(ctx.dtype), None, None, None
+
+
+def bag_sum(bag: nn.EmbeddingBag, items: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`bag(items, offsets, per_sample_weights=weights)` (a sum-mode bag) with `_BagSum`'s faster backward."""
+    if weights.requires_grad or bag.sparse or len(items) == 0:
+        return bag(items, offsets, per_sample_weights=weights)
+    return _BagSum.apply(bag.weight, items, offsets, weights)
 
 
 class ItemTower(nn.Module):
@@ -140,11 +178,10 @@ class UserTower(nn.Module):
         buf("h_len", counts)
         if self._features is not None:
             # mean (weighted) text vector of each user's history: fixed, so computed once
-            rows = torch.as_tensor(owner, device=dev)
-            pooled = _pool_rows(self._features, self.h_items, self.h_w, rows, n_users)
+            pooled = _pool_rows(self._features, self.h_indptr, self.h_items, self.h_w, n_users)
             self.register_buffer("hist_text", pooled, persistent=False)
             # the unweighted mean, used by centring
-            plain = _pool_rows(self._features, self.h_items, torch.as_tensor(inv, device=dev), rows, n_users)
+            plain = _pool_rows(self._features, self.h_indptr, self.h_items, torch.as_tensor(inv, device=dev), n_users)
             self.register_buffer("hist_text_mean", plain, persistent=False)
 
     def _bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -216,8 +253,8 @@ class UserTower(nn.Module):
         if not direct:  # full sums minus the dropped entries
             all_items, offsets, _ = self._bags(users)
             n = self.h_len[users].unsqueeze(-1)
-            full = [self.hist_id(all_items, offsets, per_sample_weights=self.h_a[idx]),
-                    self.hist_id(all_items, offsets, per_sample_weights=torch.ones_like(self.h_a[idx])),
+            full = [bag_sum(self.hist_id, all_items, offsets, self.h_a[idx]),
+                    bag_sum(self.hist_id, all_items, offsets, torch.ones_like(self.h_a[idx])),
                     self.h_rsum[users].unsqueeze(-1)]
             if self.hist_proj is not None:
                 full += [self.hist_text[users] * n, self.hist_text_mean[users] * n]
@@ -238,11 +275,11 @@ class UserTower(nn.Module):
         text = None
         if selection is None:  # every entry: pooled text was computed once by set_history
             items, offsets, weights = self._bags(users)
-            pooled = self.hist_id(items, offsets, per_sample_weights=weights)  # mean of value x vector
+            pooled = bag_sum(self.hist_id, items, offsets, weights)  # mean of value x vector
             if centred:
                 n = self.h_len[users].clamp(min=1)
                 inv = torch.repeat_interleave(1.0 / n, self.h_len[users].long())
-                pooled_mean = self.hist_id(items, offsets, per_sample_weights=inv)
+                pooled_mean = bag_sum(self.hist_id, items, offsets, inv)
                 mean_r = (self.h_rsum[users] / n).unsqueeze(-1)
             if self.hist_proj is not None:
                 text = self.hist_text[users]
