@@ -291,7 +291,7 @@ class TrainerConfig:
     monitor: Optional[str] = None  # e.g. rmse, auc, ndcg@10; None: the task's default
     mixed_precision: str = "no"  # no | bf16 | fp16 (GPUs; bf16 is slow on this kind of CPU)
     cpu: bool = False  # force CPU even when a GPU is visible
-    num_negatives: int = 64  # ranking task: sampled negatives per positive
+    num_negatives: int = 64  # ranking task: sampled negatives per positive; 0: all training items (full softmax)
     grad_clip: float = 0.0  # 0: off
     progress: bool = True  # tqdm bar on the main process, when stderr is a terminal (not in logs or sbatch output)
     limit_train_batches: int = 0  # 0: all (debug runs use 1)

@@ -44,7 +44,10 @@ class TaskLoss(nn.Module):
             return F.binary_cross_entropy_with_logits(self.model(users, items), target) + reg
         # ranking: softmax over the positive and uniformly drawn negatives shared by the batch;
         # a negative that happens to be the row's positive is masked out
-        if self.negative_pool is None:
+        if self.num_negatives <= 0:  # full softmax: every item of the pool (cheap up to ~10^4 items)
+            negatives = self.negative_pool if self.negative_pool is not None \
+                else torch.arange(self.model.n_items, device=items.device)
+        elif self.negative_pool is None:
             negatives = torch.randint(0, self.model.n_items, (self.num_negatives,), device=items.device)
         else:
             draw = torch.randint(0, len(self.negative_pool), (self.num_negatives,), device=items.device)
