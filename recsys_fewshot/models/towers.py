@@ -26,6 +26,16 @@ def _mlp(d_in: int, d_out: int, hidden: int) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
+def _csr_times(indptr: torch.Tensor, columns: torch.Tensor, values: torch.Tensor, n_columns: int,
+               dense: torch.Tensor) -> torch.Tensor:
+    """(the CSR matrix [len(indptr) - 1, n_columns] given by indptr/columns/values) @ dense."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR x dense matmul is long stable
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = torch.sparse_csr_tensor(indptr, columns, values.to(dense.dtype), size=(len(indptr) - 1, n_columns),
+                                         check_invariants=False)
+        return matrix @ dense
+
+
 def _pool_rows(features: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor, weights: torch.Tensor,
                n_rows: int) -> torch.Tensor:
     """``out[r] = sum over entries e of row r of weights[e] * features[items[e]]``: a sparse (CSR) rows x items
@@ -33,11 +43,7 @@ def _pool_rows(features: torch.Tensor, indptr: torch.Tensor, items: torch.Tensor
     be 15 GB), and an order of magnitude faster than gathering and adding a block at a time."""
     if len(items) == 0:
         return torch.zeros(n_rows, features.shape[1], device=features.device)
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul of CSR x dense is long stable
-        warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_csr_tensor(indptr, items, weights.to(features.dtype), size=(n_rows, features.shape[0]),
-                                         check_invariants=False)
-        return matrix @ features
+    return _csr_times(indptr, items, weights, features.shape[0], features)
 
 
 class _BagSum(torch.autograd.Function):
@@ -59,11 +65,7 @@ class _BagSum(torch.autograd.Function):
         order = torch.argsort(items)
         indptr = torch.zeros(ctx.n_rows + 1, dtype=torch.int64, device=items.device)
         indptr[1:] = torch.cumsum(torch.bincount(items, minlength=ctx.n_rows), 0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            transpose = torch.sparse_csr_tensor(indptr, bags[order], weights[order].to(grad.dtype),
-                                                size=(ctx.n_rows, len(offsets)), check_invariants=False)
-            return (transpose @ grad).to(ctx.dtype), None, None, None
+        return _csr_times(indptr, bags[order], weights[order], len(offsets), grad).to(ctx.dtype), None, None, None
 
 
 def bag_sum(bag: nn.EmbeddingBag, items: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
