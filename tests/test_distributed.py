@@ -67,3 +67,25 @@ def test_two_processes_give_the_metrics_of_one_in_one_run_dir_with_one_cache_wri
     for name, value in one["test"].items():
         tol = TOLERANCE.get(name, RANKING_TOLERANCE)
         assert two["test"][name] == pytest.approx(value, abs=tol), name
+
+
+@pytest.mark.slow
+def test_scale_preset_on_two_processes_matches_one(tmp_path):
+    """experiment=scale (user-grouped batches, sparse ID-table gradients all-reduced by DDP over gloo,
+    LazyAdamW) on 2 processes gives the 1-process metrics: each global batch is the same rows, split in halves."""
+    root = tmp_path / "data"
+    write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
+    common = [f"dataset.root={root}", "encoder=none", "experiment=scale", "trainer.batch_size=256",
+              "trainer.max_epochs=3", "trainer.progress=false", "trainer.cpu=true", "logger=none"]
+    one = run_job(tmp_path / "one", *common, f"cache_dir={tmp_path / 'cache1'}")
+    run = tmp_path / "two"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "recsys_fewshot.train", *common, f"cache_dir={tmp_path / 'cache2'}", f"hydra.run.dir={run}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    two = json.loads((run / "metrics.json").read_text())
+    assert two["training"]["processes"] == 2 and two["training"]["updates"] == one["training"]["updates"]
+    for name in ("rmse", "mae", "auc"):
+        assert two["test"][name] == pytest.approx(one["test"][name], abs=TOLERANCE[name]), name
