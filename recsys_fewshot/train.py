@@ -96,12 +96,11 @@ class Prepared:
 
 def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     import numpy as np
-    import pandas as pd
     import torch
 
     from recsys_fewshot.evaluation import TaskSpec, relevant, targets
 
-    train, valid = split.train, split.valid
+    train = split.train
     users, items = train["user"].to_numpy().copy(), train["item"].to_numpy().copy()
     spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
                     ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking,

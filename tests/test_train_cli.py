@@ -82,7 +82,7 @@ def test_default_run_writes_everything_and_second_run_hits_the_cache(data_root, 
 def test_csv_folder_presplit_ranking(tmp_path, tiny_bert):
     folder = write_csv_dataset(tmp_path / "mycsv", presplit=True)
     run = tmp_path / "run"
-    proc = cli(f"dataset=csv", f"dataset.dir={folder}", "split=given", "task=ranking", "logger=none",
+    proc = cli("dataset=csv", f"dataset.dir={folder}", "split=given", "task=ranking", "logger=none",
                f"hydra.run.dir={run}", f"cache_dir={tmp_path / 'cache'}", f"encoder.name_or_path={tiny_bert}",
                "trainer.progress=false", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,5 @@
 """Split protocols: sizes, disjointness, determinism, and the rules each one promises."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

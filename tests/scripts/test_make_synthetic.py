@@ -3,7 +3,6 @@
 import importlib.util
 from pathlib import Path
 
-import numpy as np
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "make_synthetic.py"
 spec = importlib.util.spec_from_file_location("make_synthetic", SCRIPT)
