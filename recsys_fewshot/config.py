@@ -206,6 +206,9 @@ class TextPoolHeadConfig(HeadConfig):
     _target_: str = "recsys_fewshot.models.sequential.TextPool"
     decay: float = 0.5  # weight of an item = decay ** (its age in the history); 1: plain mean
     max_len: int = 50  # latest history items pooled
+    pool: str = "mean"  # mean: cosine with the weighted mean vector; max_sim: soft maximum of per-item cosines
+    temperature: float = 0.2  # pool=max_sim: lower is closer to a hard max over the history
+    center: bool = False  # subtract the catalogue's mean text vector before the cosines
 
 
 @dataclass

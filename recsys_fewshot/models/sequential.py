@@ -127,40 +127,106 @@ class SeqRec(nn.Module):
 
 
 class TextPool(nn.Module):
-    """`head=text_pool`: no trained parameters. User vector = recency-weighted mean of the history's
-    text vectors (weight `decay`^age, age 0 for the newest item); score = its cosine with the item's
-    text vector. The zero-shot baseline of a frozen encoder (`trainer.max_epochs=0`)."""
+    """`head=text_pool`: no trained parameters. Each history item weighs `decay`^age (age 0 for the newest).
+
+    `pool=mean`: user vector = the weighted mean of the history's text vectors; score = its cosine with the
+    item's text vector. `pool=max_sim`: score = `temperature` * log sum_h w_h exp(cos(h, item) / `temperature`),
+    a soft maximum over the history of each item's similarity (a user with two interests is not averaged into
+    neither). `center=true` subtracts the catalogue's mean text vector first (sentence embeddings share a common
+    direction that otherwise dominates every cosine). The zero-shot baseline of a frozen encoder
+    (`trainer.max_epochs=0`)."""
 
     chunk_users = 2048
+    POOLS = ("mean", "max_sim")
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50,
+                 pool: str = "mean", temperature: float = 0.2, center: bool = False,
                  item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         _frozen_text_only("text_pool", item_text)
         if item_features is None or history is None:
             raise ValueError("head=text_pool needs an encoder (text vectors) and head.user_history=true")
+        if pool not in self.POOLS:
+            raise ValueError(f"head.pool={pool!r}: expected one of {', '.join(self.POOLS)}")
+        if not temperature > 0:
+            raise ValueError(f"head.temperature must be > 0, got {temperature}")
+        if not 0 < decay <= 1:
+            raise ValueError(f"head.decay must be in (0, 1], got {decay}")
         self.n_users, self.n_items, self.decay, self.max_len = n_users, n_items, decay, max_len
-        self.register_buffer("features", F.normalize(item_features.float(), dim=-1), persistent=False)
+        self.pool, self.temperature = pool, temperature
+        feats = item_features.float()
+        if center:
+            feats = feats - feats.mean(0, keepdim=True)
+        self.register_buffer("features", F.normalize(feats, dim=-1), persistent=False)
         self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
+        if pool == "max_sim":  # [users, max_len] temporaries per scored item: fewer users at once
+            self.chunk_users = max(1, 2 ** 24 // (max_len * max(n_items, 1)))
         self.set_history(history)
 
     def set_history(self, history: UserHistory) -> None:
         lengths = torch.as_tensor(history.lengths())
         owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
         age = torch.as_tensor(history.indptr[1:])[owner] - 1 - torch.arange(len(owner))  # 0: newest
-        weight = torch.where(age < self.max_len, self.decay ** age.float(), torch.zeros(()))
-        pooled = torch.zeros(len(lengths), self.features.shape[1], device=self.features.device)
-        pooled.index_add_(0, owner.to(pooled.device),
-                          self.features[torch.as_tensor(history.items, device=pooled.device)]
-                          * weight.to(pooled.device).unsqueeze(-1))
+        keep = age < self.max_len
+        weight = self.decay ** age[keep].float()
+        items = torch.as_tensor(history.items)[keep]
+        owner, age = owner[keep], age[keep]
+        device = self.features.device
+        pooled = torch.zeros(len(lengths), self.features.shape[1], device=device)
+        pooled.index_add_(0, owner.to(device), self.features[items.to(device)] * weight.to(device).unsqueeze(-1))
         self.register_buffer("user_text", F.normalize(pooled, dim=-1), persistent=False)
+        if self.pool == "max_sim":  # the latest max_len items per user, newest in column 0; -inf weight: padding
+            width = max(1, int(min(self.max_len, int(lengths.max()) if len(lengths) else 1)))
+            slots = torch.zeros(len(lengths), width, dtype=torch.long)
+            log_w = torch.full((len(lengths), width), float("-inf"))
+            slots[owner, age] = items
+            log_w[owner, age] = torch.log(weight)
+            self.register_buffer("hist_items", slots.to(device), persistent=False)
+            self.register_buffer("hist_log_w", log_w.to(device), persistent=False)
+
+    def _soft_max_sim(self, users: torch.Tensor, item_vecs: torch.Tensor, pairwise: bool) -> torch.Tensor:
+        """T * log sum_h w_h exp(cos(h, item) / T), computed as exp((cos - 1) / T) <= 1 (no overflow: the
+        vectors are unit length) weighted by w_h in one batched product."""
+        h = self.features[self.hist_items[users]]  # [U, L, d]
+        w = self.hist_log_w[users].exp()  # [U, L]; 0 on padding
+        if pairwise:
+            e = ((h * item_vecs.unsqueeze(1)).sum(-1) - 1.0).div_(self.temperature).exp_()  # [U, L]
+            total = (w * e).sum(-1)
+        else:
+            e = torch.matmul(h, item_vecs.T).sub_(1.0).div_(self.temperature).exp_()  # [U, L, I]
+            total = torch.bmm(w.unsqueeze(1), e).squeeze(1)
+        out = self.temperature * torch.log(total) + 1.0
+        return torch.nan_to_num(out, neginf=-1.0)  # no history (or all underflowed): every item alike
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.pool == "max_sim":
+            return self._soft_max_sim(users, self.features[items], pairwise=True) + 0 * self.anchor
         return (self.user_text[users] * self.features[items]).sum(-1) + 0 * self.anchor
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        if self.pool == "max_sim":
+            v = self.features[items]
+            out = [self._soft_max_sim(users[s: s + self.chunk_users], v, pairwise=False)
+                   for s in range(0, len(users), self.chunk_users)]
+            return (torch.cat(out) if out else v.new_zeros(0, len(items))) + 0 * self.anchor
         return self.user_text[users] @ self.features[items].T + 0 * self.anchor
+
+    def candidate_scorer(self, items: torch.Tensor):
+        """Scores of many users against fixed `items` (rankings). pool=max_sim with a catalogue small enough
+        (n_items x candidates <= 2^26): exp((cos - 1) / T) of every catalogue item against the candidates is
+        computed once, and each user's scores are one dense product of their history weights with it."""
+        if self.pool != "max_sim" or self.n_items * len(items) > 2 ** 26:
+            return lambda users: self.score_candidates(users, items)
+        e = (self.features @ self.features[items].T).sub_(1.0).div_(self.temperature).exp_()  # [n_items, C]
+
+        def score(users: torch.Tensor) -> torch.Tensor:
+            weights = torch.zeros(len(users), self.n_items, device=e.device)
+            weights.scatter_add_(1, self.hist_items[users], self.hist_log_w[users].exp())  # repeats add up
+            out = self.temperature * torch.log(weights @ e) + 1.0
+            return torch.nan_to_num(out, neginf=-1.0)
+
+        return score
 
     def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=users.device)

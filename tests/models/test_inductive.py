@@ -113,6 +113,42 @@ def test_text_pool_weights_recent_items_by_decay_and_has_nothing_to_train():
     assert [n for n, p in model.named_parameters()] == ["anchor"]
 
 
+def test_text_pool_max_sim_is_a_weighted_soft_maximum_of_cosines_on_centred_vectors():
+    from recsys_fewshot.models.sequential import TextPool
+
+    torch.manual_seed(0)
+    feats = torch.randn(N_ITEMS, 8)
+    hist = UserHistory.from_pairs(np.array([0, 0, 0, 1, 1]), np.array([1, 2, 3, 4, 5]), N_USERS)  # oldest first
+    model = TextPool(N_USERS, N_ITEMS, item_features=feats, history=hist, decay=0.5, pool="max_sim",
+                     temperature=0.1, center=True)
+    unit = torch.nn.functional.normalize(feats - feats.mean(0), dim=-1)
+    cos = unit[[1, 2, 3]] @ unit.T  # user 0's history x every item
+    w = torch.tensor([0.25, 0.5, 1.0]).unsqueeze(-1)
+    expected = 0.1 * torch.log((w * torch.exp(cos / 0.1)).sum(0))
+    items = torch.arange(N_ITEMS)
+    full = model.score_candidates(torch.tensor([0, 1]), items)
+    assert torch.allclose(full[0], expected, atol=1e-5)
+    assert torch.allclose(model(torch.zeros(N_ITEMS, dtype=torch.long), items), expected, atol=1e-5)
+    assert torch.allclose(model.candidate_scorer(items)(torch.tensor([0, 1])), full, atol=1e-5)
+    # a soft maximum, not a mean: every history item scores near its own (top) cosine of 1
+    assert (full[0, [1, 2, 3]] > 1 + 0.1 * np.log(0.25) - 1e-4).all()
+    # a user two tastes apart: each taste's item beats what the mean of both vectors would rank first
+    two = UserHistory.from_pairs(np.array([2, 2]), np.array([0, 7]), N_USERS)
+    axes = torch.eye(N_ITEMS)[:, :8].clone()
+    axes[9] = torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 1.0])  # between the two tastes
+    for pool, winner in (("mean", 9), ("max_sim", 0)):
+        m = TextPool(N_USERS, N_ITEMS, item_features=axes, history=two, decay=1.0, pool=pool, temperature=0.05)
+        s = m.score_candidates(torch.tensor([2]), torch.tensor([0, 9]))[0]
+        assert int(torch.tensor([0, 9])[s.argmax()]) == winner
+    # users without a history: finite, equal scores
+    assert torch.isfinite(full[1]).all() and torch.isfinite(model.score_candidates(torch.tensor([5]), items)).all()
+    assert model.score_candidates(torch.tensor([5]), items).unique().numel() == 1
+    with pytest.raises(ValueError, match="head.pool"):
+        TextPool(N_USERS, N_ITEMS, item_features=feats, history=hist, pool="max")
+    with pytest.raises(ValueError, match="head.temperature"):
+        TextPool(N_USERS, N_ITEMS, item_features=feats, history=hist, pool="max_sim", temperature=0.0)
+
+
 def test_init_from_loads_what_fits_and_fails_clearly(tmp_path):
     from recsys_fewshot import tracking
     from recsys_fewshot.inductive import load_init
