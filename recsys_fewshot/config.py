@@ -212,6 +212,17 @@ class TextPoolHeadConfig(HeadConfig):
 
 
 @dataclass
+class EaseHeadConfig(HeadConfig):
+    _target_: str = "recsys_fewshot.models.ease.EASE"
+    reg: float = 200.0  # L2 on the item-item weights (EASE's lambda)
+    text_weight: float = 0.0  # weight of the items' text similarity prior (0: plain EASE)
+    decay: float = 1.0  # a history item's input weight = decay ** age (age 0: newest); 1: order ignored
+    negative_weight: float = 0.0  # ranking: weight of an interaction below the relevance threshold (0: unused)
+    refit: bool = False  # refit on each history swapped in for evaluation (train + valid for the test)
+    max_items: int = 30000  # the weight matrix is n_items^2 floats
+
+
+@dataclass
 class PeftConfig:
     method: str = "frozen"  # frozen: vectors extracted once and cached; bitfit: biases; full: all weights
 
@@ -358,6 +369,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "encoder": {"base": EncoderConfig},
     "head": {"mf": MFHeadConfig, "mlp": MLPHeadConfig, "seq": SeqHeadConfig, "text_pool": TextPoolHeadConfig,
+             "ease": EaseHeadConfig,
              "random": RandomHeadConfig, "likerate": LikeRateHeadConfig, "fewshot": FewShotHeadConfig},
     "peft": {"base": PeftConfig, "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig,
              "prefix": PrefixPeftConfig, "prompt": PromptPeftConfig},

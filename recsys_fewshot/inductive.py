@@ -29,15 +29,18 @@ from recsys_fewshot.data.recdata import UserHistory
 log = logging.getLogger(__name__)
 
 
-def history_of(frame: pd.DataFrame, n_users: int, task: str, relevant: np.ndarray) -> UserHistory:
+def history_of(frame: pd.DataFrame, n_users: int, task: str, relevant: np.ndarray,
+               all_rows: bool = False) -> UserHistory:
     """The rows a model learns from (ranking: the relevant ones), per user oldest first (ties: row order);
-    ratings ride along for the rating task."""
-    keep = np.ones(len(frame), bool) if task != "ranking" else relevant
+    ratings ride along for the rating task. `all_rows` (ranking): every row, weight 1 if relevant else 0
+    (for heads that also read what a user did not like, e.g. head=ease with head.negative_weight > 0)."""
+    keep = np.ones(len(frame), bool) if task != "ranking" or all_rows else relevant
     users = frame["user"].to_numpy()[keep]
     order = np.lexsort((np.arange(len(users)), frame["timestamp"].to_numpy()[keep], users))
     items = frame["item"].to_numpy()[keep][order]
     ratings = frame["rating"].to_numpy(np.float32)[keep][order] if task == "rating" else None
-    return UserHistory.from_pairs(users[order], items, n_users, ratings=ratings)
+    weights = np.asarray(relevant, np.float32)[keep][order] if task == "ranking" and all_rows else None
+    return UserHistory.from_pairs(users[order], items, n_users, weights=weights, ratings=ratings)
 
 
 @dataclass
@@ -53,16 +56,18 @@ def _pairs(frames: list[pd.DataFrame], n_users: int) -> UserHistory:
     return UserHistory.from_pairs(frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64), n_users)
 
 
-def eval_histories(split, n_users: int, task: str, relevant_of, with_valid: bool) -> EvalHistories:
-    """Histories and exclusions for valid and test. `relevant_of(frame)` is the task's relevance mask."""
+def eval_histories(split, n_users: int, task: str, relevant_of, with_valid: bool,
+                   all_rows: bool = False) -> EvalHistories:
+    """Histories and exclusions for valid and test. `relevant_of(frame)` is the task's relevance mask;
+    `all_rows`: as `history_of`'s."""
     support = split.support if split.support is not None else split.train.iloc[:0]
     valid_seen = pd.concat([split.train, support])
     test_seen = pd.concat([split.train, support] + ([split.valid] if with_valid else []))
     swap_valid = split.support is not None
     swap_test = split.support is not None or with_valid
     return EvalHistories(
-        valid=history_of(valid_seen, n_users, task, relevant_of(valid_seen)) if swap_valid else None,
-        test=history_of(test_seen, n_users, task, relevant_of(test_seen)) if swap_test else None,
+        valid=history_of(valid_seen, n_users, task, relevant_of(valid_seen), all_rows) if swap_valid else None,
+        test=history_of(test_seen, n_users, task, relevant_of(test_seen), all_rows) if swap_test else None,
         exclude_valid=_pairs([split.train, support], n_users),
         exclude_test=_pairs([split.train, split.valid, support], n_users))
 

@@ -124,10 +124,12 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     known[torch.as_tensor(users)] = 1.0
     from recsys_fewshot.inductive import eval_histories, history_of
 
-    hist = eval_histories(split, data.n_users, task, lambda f: relevant(f, spec), cfg.eval.history_with_valid)
+    all_rows = task == "ranking" and float(cfg.head.get("negative_weight") or 0) > 0  # head=ease: also dislikes
+    hist = eval_histories(split, data.n_users, task, lambda f: relevant(f, spec), cfg.eval.history_with_valid,
+                          all_rows)
     return Prepared(
         spec=spec, train_users=users, train_items=items, train_targets=y, global_mean=global_mean,
-        warm=warm, known=known, history=history_of(train, data.n_users, task, relevant(train, spec)),
+        warm=warm, known=known, history=history_of(train, data.n_users, task, relevant(train, spec), all_rows),
         exclude_valid=hist.exclude_valid, exclude_test=hist.exclude_test, eval_histories=hist,
         candidates=split.candidates)
 
@@ -247,8 +249,13 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     def kg_epoch() -> dict[str, float]:  # kg=...: the epoch's mean KG loss (unweighted), over processes
         return {"train/kg_loss": float(accelerator.reduce(kg.epoch_loss().to(accelerator.device), reduction="mean"))}
 
+    max_epochs = cfg.trainer.max_epochs
+    if getattr(model, "closed_form", False) and max_epochs:  # head=ease: fitted when built
+        log.info("head %s is fitted in closed form: no training epochs (trainer.max_epochs=%d ignored)",
+                 type(model).__name__, max_epochs)
+        max_epochs = 0
     result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
-                 max_epochs=cfg.trainer.max_epochs, patience=cfg.trainer.patience, monitor=monitor,
+                 max_epochs=max_epochs, patience=cfg.trainer.patience, monitor=monitor,
                  grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
                  progress=cfg.trainer.progress, log=log_epoch if log_with else None, scheduler=scheduler,
                  on_step=text.after_optimizer_step if text is not None else None,
@@ -371,6 +378,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         prep = prepare(cfg, data, split, task)
         attach_samples(prep, samples)
         text = text_tower(cfg, data, len(prep.train_users), accelerator)  # None unless joint training
+        if cfg.head._target_.endswith(".EASE") and task != "ranking":
+            raise ValueError(f"head=ease ranks items from implicit histories: task={task} needs a head that "
+                             "predicts values (e.g. head=mf); use task=ranking")
         model = build_model(cfg, data, prep, features, text).to(accelerator.device)
         init_info = load_init(model, cfg.init_from) if cfg.init_from else None
         kg_side = getattr(model, "kg", None)

@@ -86,6 +86,30 @@ def test_sequential_head_trains_then_transfers_zero_shot(data_root, tiny_bert, t
     assert second["test"]["recall@10"] == pytest.approx(first["test"]["recall@10"], abs=1e-9)
 
 
+@pytest.mark.slow
+def test_ease_head_fits_in_closed_form_through_the_cli(data_root, tiny_bert, tmp_path):
+    """head=ease (+ text prior, dislikes, refit on train + valid) on the fake ML-100K: no epochs, liked test
+    items ranked above chance; on Amazon files it runs with recency-weighted inputs; task=rating is refused."""
+    cache = tmp_path / "cache"
+    run = tmp_path / "warm"
+    proc = cli(*base(data_root, run, cache, "experiment=warm_ease", f"encoder.name_or_path={tiny_bert}",
+                     "eval.ks=[5,10]"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epochs"] == 0 and m["best_epoch"] == -1
+    assert m["test"]["auc"] > 0.5 and 0 < m["test"]["ndcg@10"] <= 1
+    amazon = tmp_path / "amazon"
+    proc = cli(*base(data_root, amazon, cache, "experiment=amazon_ease", f"encoder.name_or_path={tiny_bert}",
+                     "eval.ks=[5,10]", "head.refit=true"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((amazon / "metrics.json").read_text())
+    assert m["epochs"] == 0 and 0 <= m["test"]["recall@10"] <= 1
+    bad = tmp_path / "bad"
+    proc = cli(*base(data_root, bad, cache, "head=ease", "task=rating", "encoder=none"))
+    assert proc.returncode != 0 and "head=ease" in proc.stderr and "task=ranking" in proc.stderr
+    assert not (bad / "metrics.json").exists()
+
+
 PRESETS = {  # experiment -> (split protocol function, head target, task)
     "cold_items": ("cold_items", "MF", "ranking"),
     "cold_users_k5": ("cold_users", "MF", "rating"),
@@ -94,6 +118,8 @@ PRESETS = {  # experiment -> (split protocol function, head target, task)
     "cold_users_k5_ranking": ("cold_users", "MF", "ranking"),
     "cold_users_k20_ranking": ("cold_users", "MF", "ranking"),
     "warm": ("per_user", "MF", "ranking"),
+    "warm_ease": ("per_user", "EASE", "ranking"),
+    "amazon_ease": ("given", "EASE", None),
     "amazon_trained": ("given", "SeqRec", None),
     "amazon_zeroshot": ("given", "TextPool", None),
     "amazon_transfer": ("given", "SeqRec", None),

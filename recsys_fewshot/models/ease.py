@@ -1,0 +1,159 @@
+"""`head=ease`: EASE (Steck, WWW 2019), an item-to-item linear model fitted in closed form, with an
+optional prior from the items' text vectors.
+
+Fit (when the head is built, from the users' training histories X, users x items, 0/1):
+
+    B = argmin ||X - X B||^2 + text_weight ||T^T - T^T B||^2 + reg ||B||^2   subject to diag(B) = 0
+    P = (X^T X + text_weight * T T^T + reg * I)^-1,   B = -P / diag(P) (column-wise), diag(B) = 0
+
+T are the unit-length, centred text vectors of the items (rows): the text term adds one pseudo-user per
+text dimension, whose "interaction" with an item is that item's coordinate, so items with similar texts
+share weights and an item nobody rated still gets a column (text-regularised EASE; `text_weight=0` is
+plain EASE). Scores: x_u B, where x_u is the user's
+history with weight `decay`^age (age 0: the newest item; `decay=1`: every history item counts 1).
+
+A user's scores need only their history, so users never seen in training are served by swapping in a
+history (`set_history`, no retraining). `refit=true` also refits B on each history swapped in for
+evaluation (e.g. train + valid for the test), as a final model fitted on all known data would be; the
+hyper-parameters still come from the valid run, which sees B fitted on train only.
+
+There is nothing to train by gradient: the engine skips the epochs for this head (`closed_form`).
+B is n_items^2 floats: `max_items` guards against catalogues where that does not fit.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recsys_fewshot.data.recdata import UserHistory
+
+
+class EASE(nn.Module):
+    closed_form = True  # fitted when built; train.py runs no epochs
+    chunk_pairs = 2048
+
+    def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
+                 history: Optional[UserHistory] = None, reg: float = 200.0, text_weight: float = 0.0,
+                 decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, max_items: int = 30000,
+                 item_text: Optional[nn.Module] = None, **unused):
+        super().__init__()
+        if item_text is not None:
+            raise ValueError("head=ease reads frozen, cached text vectors: use peft=frozen")
+        if history is None:
+            raise ValueError("head=ease needs the users' training histories (head.user_history=true)")
+        if history.ratings is not None:
+            raise ValueError("head=ease ranks items from implicit histories: use task=ranking "
+                             "(task=rating/ctr need a head that predicts values, e.g. head=mf)")
+        if n_items > max_items:
+            raise ValueError(f"head=ease: {n_items} items need an n_items^2 weight matrix "
+                             f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
+                             "if it fits, or use head=mf")
+        if not reg > 0:
+            raise ValueError(f"head.reg must be > 0, got {reg}")
+        if text_weight < 0:
+            raise ValueError(f"head.text_weight must be >= 0, got {text_weight}")
+        if text_weight > 0 and item_features is None:
+            raise ValueError("head.text_weight > 0 needs item text vectors: set an encoder (encoder=minilm) "
+                             "or head.text_weight=0")
+        if not 0 < decay <= 1:
+            raise ValueError(f"head.decay must be in (0, 1], got {decay}")
+        if not 0 <= negative_weight <= 1:
+            raise ValueError(f"head.negative_weight must be in [0, 1], got {negative_weight}")
+        self.n_users, self.n_items, self.negative_weight = n_users, n_items, float(negative_weight)
+        self.reg, self.text_weight, self.decay, self.refit = float(reg), float(text_weight), float(decay), refit
+        text = None
+        if text_weight > 0:
+            feats = item_features.float()
+            text = F.normalize(feats - feats.mean(0, keepdim=True), dim=-1)
+        self.register_buffer("text", text, persistent=False)
+        self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
+        self._fits: list[tuple[UserHistory, torch.Tensor]] = []  # (history, B) of the histories fitted so far
+        self.register_buffer("weights", self._fit(history), persistent=False)
+        self._fits.append((history, self.weights))
+        self._set_input(history)
+
+    # --- fitting -------------------------------------------------------------------------
+    def _gram(self, history: UserHistory, chunk: int = 4096) -> torch.Tensor:
+        """X^T X of the 0/1 history matrix, a few thousand users' dense rows at a time."""
+        gram = torch.zeros(self.n_items, self.n_items)
+        n = len(history.indptr) - 1
+        for start in range(0, n, chunk):
+            users = torch.arange(start, min(start + chunk, n))
+            rows = _dense_rows(history, users, self.n_items, None, self.negative_weight)
+            gram.addmm_(rows.T, rows)
+        return gram
+
+    def _fit(self, history: UserHistory) -> torch.Tensor:
+        g = self._gram(history).double()
+        if self.text is not None:
+            t = self.text.double().cpu()
+            g += self.text_weight * (t @ t.T)
+        g.diagonal().add_(self.reg)
+        p = torch.cholesky_inverse(torch.linalg.cholesky(g))
+        b = -p / p.diagonal().unsqueeze(0)
+        b.fill_diagonal_(0.0)
+        return b.float().to(self.anchor.device)
+
+    # --- histories -----------------------------------------------------------------------
+    def _set_input(self, history: UserHistory) -> None:
+        self.history = history
+
+    def set_history(self, history: UserHistory) -> None:
+        """Score from `history` from now on (no retraining; with `refit`, B is refitted on it, once per history)."""
+        self._set_input(history)
+        if not self.refit:
+            return
+        for known, weights in self._fits:
+            if known is history:
+                self.weights = weights
+                return
+        self.weights = self._fit(history)
+        self._fits.append((history, self.weights))
+
+    def _rows(self, users: torch.Tensor) -> torch.Tensor:
+        return _dense_rows(self.history, users.cpu(), self.n_items, self.decay,
+                           self.negative_weight).to(self.weights.device)
+
+    # --- scores --------------------------------------------------------------------------
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = [(self._rows(users[s: s + self.chunk_pairs]) * self.weights[:, items[s: s + self.chunk_pairs]].T).sum(-1)
+               for s in range(0, len(users), self.chunk_pairs)]
+        return (torch.cat(out) if out else self.anchor.new_zeros(0)) + 0 * self.anchor
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self._rows(users) @ self.weights[:, items] + 0 * self.anchor
+
+    def candidate_scorer(self, items: torch.Tensor):
+        cols = self.weights[:, items].contiguous()  # once per evaluation
+        return lambda users: self._rows(users) @ cols + 0 * self.anchor
+
+    def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), device=users.device)
+
+
+def _dense_rows(history: UserHistory, users: torch.Tensor, n_items: int, decay: Optional[float],
+                negative_weight: float = 0.0) -> torch.Tensor:
+    """Rows of the users' history matrix. An entry is worth 1, or `negative_weight` where the history marks it
+    not relevant (weight 0: histories built with all rows), times `decay`^age of the item's newest occurrence
+    (age 0: the last item of the history; `decay` None or 1: no decay)."""
+    u = users.numpy()
+    starts, lengths = history.indptr[u], history.indptr[u + 1] - history.indptr[u]
+    rows = np.repeat(np.arange(len(u)), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    entry = np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]  # index into history.items
+    out = torch.zeros(len(u), n_items)
+    if len(rows) == 0:
+        return out
+    items = history.items[entry]
+    values = np.where(history.weights[entry] > 0, 1.0, negative_weight)
+    if decay is not None and decay != 1.0:
+        age = np.repeat(offsets + lengths - 1, lengths) - np.arange(len(rows))  # 0: the row's last entry
+        values = values * decay ** age.astype(np.float64)
+    flat = torch.as_tensor(rows * n_items + items)
+    out.view(-1).scatter_reduce_(0, flat, torch.as_tensor(values, dtype=torch.float32), reduce="amax")
+    return out  # an item met twice: its largest (for decay < 1: newest) weight
