@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/bench_coldstart}
 SEEDS=${SEEDS:-0 1 2}
-PRESETS=${PRESETS:-cold_items cold_users_k5 cold_users_k5_ranking cold_users_k20 cold_users_k20_ranking warm amazon_trained amazon_zeroshot ml100k_seq amazon_transfer}
+PRESETS=${PRESETS:-cold_items cold_users_k5 cold_users_k5_ranking cold_users_k20 cold_users_k20_ranking warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
@@ -56,10 +56,16 @@ ROWS = [
     ("cold_users_k20_ranking", "ndcg@10", 0.340, "LightFM", 0.40, True),
     ("warm", "recall@20", 0.350, "implicit ALS", 0.37, True),
     ("warm", "ndcg@10", 0.393, "implicit ALS", 0.41, True),
+    ("warm_ease", "recall@20", 0.350, "implicit ALS", 0.37, True),
+    ("warm_ease", "ndcg@10", 0.393, "implicit ALS", 0.41, True),
     ("amazon_trained", "recall@10", 0.1448, "Recformer (paper)", 0.15, True),
     ("amazon_trained", "ndcg@10", 0.1027, "Recformer (paper)", 0.105, True),
     ("amazon_trained", "recall@50", float("nan"), "-", float("nan"), True),
     ("amazon_trained", "ndcg@50", float("nan"), "-", float("nan"), True),
+    ("amazon_ease", "recall@10", 0.1448, "Recformer (paper)", 0.15, True),
+    ("amazon_ease", "ndcg@10", 0.1027, "Recformer (paper)", 0.105, True),
+    ("amazon_ease", "recall@50", float("nan"), "-", float("nan"), True),
+    ("amazon_ease", "ndcg@50", float("nan"), "-", float("nan"), True),
     ("amazon_zeroshot", "recall@10", 0.100, "MiniLM mean-pooled history", 0.13, True),
     ("amazon_zeroshot", "ndcg@10", float("nan"), "-", float("nan"), True),
     ("amazon_zeroshot", "recall@50", float("nan"), "-", float("nan"), True),
