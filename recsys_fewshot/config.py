@@ -219,6 +219,7 @@ class EaseHeadConfig(HeadConfig):
     decay: float = 1.0  # a history item's input weight = decay ** age (age 0: newest); 1: order ignored
     negative_weight: float = 0.0  # ranking: weight of an interaction below the relevance threshold (0: unused)
     refit: bool = False  # refit on each history swapped in for evaluation (train + valid for the test)
+    cold_map: float = 0.0  # > 0: columns of items without interactions from a text map (relative ridge)
     max_items: int = 30000  # the weight matrix is n_items^2 floats
 
 

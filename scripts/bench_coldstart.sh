@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/bench_coldstart}
 SEEDS=${SEEDS:-0 1 2}
-PRESETS=${PRESETS:-cold_items cold_users_k5 cold_users_k5_ranking cold_users_k20 cold_users_k20_ranking warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
+PRESETS=${PRESETS:-cold_items cold_items_ease cold_users_k5 cold_users_k5_ranking cold_users_k20 cold_users_k20_ranking warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
@@ -50,6 +50,8 @@ out = Path(sys.argv[1])
 ROWS = [
     ("cold_items", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
     ("cold_items", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
+    ("cold_items_ease", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
+    ("cold_items_ease", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
     ("cold_users_k5", "rmse", 0.995, "Surprise BaselineOnly", 0.96, False),
     ("cold_users_k5_ranking", "ndcg@10", 0.404, "LightFM user/item features", 0.45, True),
     ("cold_users_k20", "rmse", 0.956, "Surprise SVD (tuned)", 0.93, False),

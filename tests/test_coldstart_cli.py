@@ -119,6 +119,7 @@ PRESETS = {  # experiment -> (split protocol function, head target, task)
     "cold_users_k20_ranking": ("cold_users", "MF", "ranking"),
     "warm": ("per_user", "MF", "ranking"),
     "warm_ease": ("per_user", "EASE", "ranking"),
+    "cold_items_ease": ("cold_items", "EASE", "ranking"),
     "amazon_ease": ("given", "EASE", None),
     "amazon_trained": ("given", "SeqRec", None),
     "amazon_zeroshot": ("given", "TextPool", None),

@@ -39,7 +39,8 @@ class EASE(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, reg: float = 200.0, text_weight: float = 0.0,
-                 decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, max_items: int = 30000,
+                 decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, cold_map: float = 0.0,
+                 max_items: int = 30000,
                  item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         if item_text is not None:
@@ -62,12 +63,17 @@ class EASE(nn.Module):
                              "or head.text_weight=0")
         if not 0 < decay <= 1:
             raise ValueError(f"head.decay must be in (0, 1], got {decay}")
+        if cold_map < 0:
+            raise ValueError(f"head.cold_map must be >= 0, got {cold_map}")
+        if cold_map > 0 and item_features is None:
+            raise ValueError("head.cold_map > 0 maps text to weights: set an encoder (encoder=minilm) or head.cold_map=0")
         if not 0 <= negative_weight <= 1:
             raise ValueError(f"head.negative_weight must be in [0, 1], got {negative_weight}")
         self.n_users, self.n_items, self.negative_weight = n_users, n_items, float(negative_weight)
         self.reg, self.text_weight, self.decay, self.refit = float(reg), float(text_weight), float(decay), refit
+        self.cold_map = float(cold_map)
         text = None
-        if text_weight > 0:
+        if text_weight > 0 or cold_map > 0:
             feats = item_features.float()
             text = F.normalize(feats - feats.mean(0, keepdim=True), dim=-1)
         self.register_buffer("text", text, persistent=False)
@@ -90,14 +96,40 @@ class EASE(nn.Module):
 
     def _fit(self, history: UserHistory) -> torch.Tensor:
         g = self._gram(history).double()
-        if self.text is not None:
+        cold = g.diagonal() == 0  # items nobody in `history` interacted with
+        if self.text_weight > 0:
             t = self.text.double().cpu()
             g += self.text_weight * (t @ t.T)
         g.diagonal().add_(self.reg)
         p = torch.cholesky_inverse(torch.linalg.cholesky(g))
         b = -p / p.diagonal().unsqueeze(0)
+        if self.cold_map > 0 and cold.any() and not cold.all():
+            b[:, cold] = self._cold_columns(history, cold)
         b.fill_diagonal_(0.0)
         return b.float().to(self.anchor.device)
+
+    def _cold_columns(self, history: UserHistory, cold: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """Columns for items without interactions, from text: B[:, j] = T W t_j, with W (d x d) the ridge fit
+        of X[:, warm] ~ (X T) W T[warm]^T, closed form through the eigenbases of A^T A (A = X T) and
+        T_w^T T_w; the ridge is `cold_map` x the largest eigenvalue product. Score of a cold item:
+        (x_u T) W t_j, a bilinear text model distilled from the users' warm-item rows."""
+        t = self.text.double().cpu()
+        warm = ~cold
+        n = len(history.indptr) - 1
+        ata = torch.zeros(t.shape[1], t.shape[1], dtype=torch.float64)
+        atc = torch.zeros_like(ata)
+        for start in range(0, n, chunk):
+            rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), self.n_items, None,
+                               self.negative_weight).double()
+            a = rows @ t
+            ata += a.T @ a
+            atc += a.T @ (rows[:, warm] @ t[warm])
+        la, qa = torch.linalg.eigh(ata)
+        lt, qt = torch.linalg.eigh(t[warm].T @ t[warm])
+        la, lt = la.clamp_min(0), lt.clamp_min(0)
+        ridge = self.cold_map * float(la.max() * lt.max())
+        w = qa @ ((qa.T @ atc @ qt) / (torch.outer(la, lt) + ridge)) @ qt.T
+        return t @ w @ t[cold].T
 
     # --- histories -----------------------------------------------------------------------
     def _set_input(self, history: UserHistory) -> None:

@@ -80,6 +80,33 @@ def test_planted_tastes_are_recovered_far_above_chance():
     assert hits > 0.6  # random: 10 of 33 unseen items, 0.30
 
 
+def test_cold_map_ranks_items_nobody_rated_by_their_text():
+    """Two taste groups; an item's text says which group it belongs to. Items 30-39 are never rated: with
+    head.cold_map their columns come from the text map, and each group's users rank their own cold items first."""
+    n_users, n_items, rng = 60, 40, np.random.default_rng(1)
+    side = np.arange(n_items) % 2  # the group an item belongs to
+    feats = torch.as_tensor(rng.normal(size=(n_items, 12)) + 2.0 * np.outer(2 * side - 1, np.ones(12)) * 0.5,
+                            dtype=torch.float32)
+    users, items = [], []
+    for u in range(n_users):
+        mine = np.flatnonzero((side == u % 2) & (np.arange(n_items) < 30))
+        for i in rng.choice(mine, 6, replace=False):
+            users.append(u)
+            items.append(int(i))
+    hist = UserHistory.from_pairs(np.array(users), np.array(items), n_users)
+    cold = torch.arange(30, 40)
+    off = EASE(n_users, n_items, item_features=feats, history=hist, reg=5.0)
+    assert off.score_candidates(torch.arange(n_users), cold).abs().max() == 0  # no interactions, no text prior
+    model = EASE(n_users, n_items, item_features=feats, history=hist, reg=5.0, cold_map=0.01)
+    scores = model.score_candidates(torch.arange(n_users), cold).detach()
+    top = cold[scores.argmax(dim=1)].numpy()
+    assert np.mean(side[top] == np.arange(n_users) % 2) > 0.9  # chance: 0.5
+    warm_cols = model.weights[:, :30]
+    assert torch.allclose(warm_cols, off.weights[:, :30])  # warm items keep their EASE columns
+    with pytest.raises(ValueError, match="head.cold_map"):
+        EASE(n_users, n_items, history=hist, cold_map=0.01)  # no text vectors
+
+
 def test_recency_weights_and_swapped_in_histories():
     hist = UserHistory.from_pairs(np.array([0, 0, 0, 0]), np.array([3, 1, 2, 1]), 3)  # oldest first: 3, 1, 2, 1
     rows = _dense_rows(hist, torch.tensor([0, 2]), 5, 0.5)
