@@ -121,10 +121,15 @@ class UserHistory:
     def row(self, user: int) -> np.ndarray:
         return self.items[self.indptr[user]: self.indptr[user + 1]]
 
-    def entries(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position in `users`, item) of every history entry of `users`, in order, without a Python loop."""
+    def entry_index(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in `users`, index into `items`/`weights`) of every history entry of `users`, in order."""
         starts, ends = self.indptr[users], self.indptr[np.asarray(users) + 1]
         lengths = ends - starts
         rows = np.repeat(np.arange(len(lengths)), lengths)
         offsets = np.cumsum(lengths) - lengths
-        return rows, self.items[np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]]
+        return rows, np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]
+
+    def entries(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in `users`, item) of every history entry of `users`, in order, without a Python loop."""
+        rows, index = self.entry_index(users)
+        return rows, self.items[index]

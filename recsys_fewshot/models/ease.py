@@ -174,17 +174,14 @@ def _dense_rows(history: UserHistory, users: torch.Tensor, n_items: int, decay: 
     not relevant (weight 0: histories built with all rows), times `decay`^age of the item's newest occurrence
     (age 0: the last item of the history; `decay` None or 1: no decay)."""
     u = users.numpy()
-    starts, lengths = history.indptr[u], history.indptr[u + 1] - history.indptr[u]
-    rows = np.repeat(np.arange(len(u)), lengths)
-    offsets = np.cumsum(lengths) - lengths
-    entry = np.arange(int(lengths.sum())) - offsets[rows] + starts[rows]  # index into history.items
+    rows, entry = history.entry_index(u)
     out = torch.zeros(len(u), n_items)
     if len(rows) == 0:
         return out
     items = history.items[entry]
     values = np.where(history.weights[entry] > 0, 1.0, negative_weight)
     if decay is not None and decay != 1.0:
-        age = np.repeat(offsets + lengths - 1, lengths) - np.arange(len(rows))  # 0: the row's last entry
+        age = history.indptr[u + 1][rows] - 1 - entry  # 0: the row's last entry
         values = values * decay ** age.astype(np.float64)
     flat = torch.as_tensor(rows * n_items + items)
     out.view(-1).scatter_reduce_(0, flat, torch.as_tensor(values, dtype=torch.float32), reduce="amax")
