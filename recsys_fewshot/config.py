@@ -220,6 +220,8 @@ class EaseHeadConfig(HeadConfig):
     negative_weight: float = 0.0  # ranking: weight of an interaction below the relevance threshold (0: unused)
     refit: bool = False  # refit on each history swapped in for evaluation (train + valid for the test)
     cold_map: float = 0.0  # > 0: columns of items without interactions from a text map (relative ridge)
+    cold_bias: float = 0.0  # cold_map: weight of a text-predicted item prior (how many users take the item)
+    cold_bias_reg: float = 10.0  # ridge of that prior's text regression
     max_items: int = 30000  # the weight matrix is n_items^2 floats
 
 

@@ -40,7 +40,7 @@ class EASE(nn.Module):
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, reg: float = 200.0, text_weight: float = 0.0,
                  decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, cold_map: float = 0.0,
-                 max_items: int = 30000,
+                 cold_bias: float = 0.0, cold_bias_reg: float = 10.0, max_items: int = 30000,
                  item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         if item_text is not None:
@@ -67,20 +67,26 @@ class EASE(nn.Module):
             raise ValueError(f"head.cold_map must be >= 0, got {cold_map}")
         if cold_map > 0 and item_features is None:
             raise ValueError("head.cold_map > 0 maps text to weights: set an encoder (encoder=minilm) or head.cold_map=0")
+        if cold_bias < 0 or cold_bias_reg <= 0:
+            raise ValueError(f"head.cold_bias must be >= 0 and head.cold_bias_reg > 0, got {cold_bias}, {cold_bias_reg}")
+        if cold_bias > 0 and cold_map <= 0:
+            raise ValueError("head.cold_bias weighs the cold columns' text prior: it needs head.cold_map > 0")
         if not 0 <= negative_weight <= 1:
             raise ValueError(f"head.negative_weight must be in [0, 1], got {negative_weight}")
         self.n_users, self.n_items, self.negative_weight = n_users, n_items, float(negative_weight)
         self.reg, self.text_weight, self.decay, self.refit = float(reg), float(text_weight), float(decay), refit
-        self.cold_map = float(cold_map)
+        self.cold_map, self.cold_bias, self.cold_bias_reg = float(cold_map), float(cold_bias), float(cold_bias_reg)
         text = None
         if text_weight > 0 or cold_map > 0:
             feats = item_features.float()
             text = F.normalize(feats - feats.mean(0, keepdim=True), dim=-1)
         self.register_buffer("text", text, persistent=False)
         self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
-        self._fits: list[tuple[UserHistory, torch.Tensor]] = []  # (history, B) of the histories fitted so far
-        self.register_buffer("weights", self._fit(history), persistent=False)
-        self._fits.append((history, self.weights))
+        self._fits: list[tuple[UserHistory, tuple[torch.Tensor, torch.Tensor]]] = []  # fits so far: (history, (B, bias))
+        weights, bias = self._fit(history)
+        self.register_buffer("weights", weights, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)  # per item; nonzero only for cold items (cold_bias)
+        self._fits.append((history, (weights, bias)))
         self._set_input(history)
 
     # --- fitting -------------------------------------------------------------------------
@@ -94,7 +100,7 @@ class EASE(nn.Module):
             gram.addmm_(rows.T, rows)
         return gram
 
-    def _fit(self, history: UserHistory) -> torch.Tensor:
+    def _fit(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
         g = self._gram(history).double()
         cold = g.diagonal() == 0  # items nobody in `history` interacted with
         if self.text_weight > 0:
@@ -103,33 +109,50 @@ class EASE(nn.Module):
         g.diagonal().add_(self.reg)
         p = torch.cholesky_inverse(torch.linalg.cholesky(g))
         b = -p / p.diagonal().unsqueeze(0)
+        bias = torch.zeros(self.n_items, dtype=torch.float64)
         if self.cold_map > 0 and cold.any() and not cold.all():
-            b[:, cold] = self._cold_columns(history, cold)
+            b[:, cold], bias[cold] = self._cold_columns(history, cold)
         b.fill_diagonal_(0.0)
-        return b.float().to(self.anchor.device)
+        return b.float().to(self.anchor.device), bias.float().to(self.anchor.device)
 
-    def _cold_columns(self, history: UserHistory, cold: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        """Columns for items without interactions, from text: B[:, j] = T W t_j, with W (d x d) the ridge fit
-        of X[:, warm] ~ (X T) W T[warm]^T, closed form through the eigenbases of A^T A (A = X T) and
+    def _cold_columns(self, history: UserHistory, cold: torch.Tensor,
+                      chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """Columns and biases for items without interactions, from text: B[:, j] = T W t_j, with W (d x d) the
+        ridge fit of X[:, warm] ~ (X T) W T[warm]^T, closed form through the eigenbases of A^T A (A = X T) and
         T_w^T T_w; the ridge is `cold_map` x the largest eigenvalue product. Score of a cold item:
-        (x_u T) W t_j, a bilinear text model distilled from the users' warm-item rows."""
+        (x_u T) W t_j, a bilinear text model distilled from the users' warm-item rows.
+
+        `cold_bias` > 0 adds an item prior: m_j, an item's mean entry in X (how many users took it), ridge-
+        regressed on text over the warm items (ridge `cold_bias_reg`); W is then fitted to X minus that prior,
+        and a cold item scores (x_u T) W t_j + cold_bias * m_hat_j."""
         t = self.text.double().cpu()
         warm = ~cold
         n = len(history.indptr) - 1
         ata = torch.zeros(t.shape[1], t.shape[1], dtype=torch.float64)
         atc = torch.zeros_like(ata)
+        a_sum = torch.zeros(t.shape[1], dtype=torch.float64)
+        col_sum = torch.zeros(self.n_items, dtype=torch.float64)
         for start in range(0, n, chunk):
             rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), self.n_items, None,
                                self.negative_weight).double()
             a = rows @ t
             ata += a.T @ a
             atc += a.T @ (rows[:, warm] @ t[warm])
+            a_sum += a.sum(0)
+            col_sum += rows.sum(0)
+        tw = t[warm]
+        prior = torch.zeros(self.n_items, dtype=torch.float64)
+        if self.cold_bias > 0:  # m_hat = T v, v the ridge fit of the warm items' mean entries on their text
+            eye = torch.eye(t.shape[1], dtype=torch.float64)
+            v = torch.linalg.solve(tw.T @ tw + self.cold_bias_reg * eye, tw.T @ (col_sum[warm] / max(n, 1)))
+            prior = t @ v
+            atc -= torch.outer(a_sum, prior[warm] @ tw)  # A^T (X_w - 1 m_hat_w^T) T_w
         la, qa = torch.linalg.eigh(ata)
-        lt, qt = torch.linalg.eigh(t[warm].T @ t[warm])
+        lt, qt = torch.linalg.eigh(tw.T @ tw)
         la, lt = la.clamp_min(0), lt.clamp_min(0)
         ridge = self.cold_map * float(la.max() * lt.max())
         w = qa @ ((qa.T @ atc @ qt) / (torch.outer(la, lt) + ridge)) @ qt.T
-        return t @ w @ t[cold].T
+        return t @ w @ t[cold].T, self.cold_bias * prior[cold]
 
     # --- histories -----------------------------------------------------------------------
     def _set_input(self, history: UserHistory) -> None:
@@ -140,12 +163,12 @@ class EASE(nn.Module):
         self._set_input(history)
         if not self.refit:
             return
-        for known, weights in self._fits:
+        for known, fitted in self._fits:
             if known is history:
-                self.weights = weights
+                self.weights, self.bias = fitted
                 return
-        self.weights = self._fit(history)
-        self._fits.append((history, self.weights))
+        self.weights, self.bias = self._fit(history)
+        self._fits.append((history, (self.weights, self.bias)))
 
     def _rows(self, users: torch.Tensor) -> torch.Tensor:
         return _dense_rows(self.history, users.cpu(), self.n_items, self.decay,
@@ -154,15 +177,15 @@ class EASE(nn.Module):
     # --- scores --------------------------------------------------------------------------
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         out = [(self._rows(users[s: s + self.chunk_pairs]) * self.weights[:, items[s: s + self.chunk_pairs]].T).sum(-1)
-               for s in range(0, len(users), self.chunk_pairs)]
+               + self.bias[items[s: s + self.chunk_pairs]] for s in range(0, len(users), self.chunk_pairs)]
         return (torch.cat(out) if out else self.anchor.new_zeros(0)) + 0 * self.anchor
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self._rows(users) @ self.weights[:, items] + 0 * self.anchor
+        return self._rows(users) @ self.weights[:, items] + self.bias[items] + 0 * self.anchor
 
     def candidate_scorer(self, items: torch.Tensor):
-        cols = self.weights[:, items].contiguous()  # once per evaluation
-        return lambda users: self._rows(users) @ cols + 0 * self.anchor
+        cols, bias = self.weights[:, items].contiguous(), self.bias[items]  # once per evaluation
+        return lambda users: self._rows(users) @ cols + bias + 0 * self.anchor
 
     def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=users.device)
