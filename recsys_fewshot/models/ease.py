@@ -164,8 +164,8 @@ class EASE(nn.Module):
         if not self.refit:
             return
         for known, fitted in self._fits:
-            if known is history:
-                self.weights, self.bias = fitted
+            if known is history:  # (the model may have moved to another device since that fit)
+                self.weights, self.bias = (x.to(self.anchor.device) for x in fitted)
                 return
         self.weights, self.bias = self._fit(history)
         self._fits.append((history, (self.weights, self.bias)))
