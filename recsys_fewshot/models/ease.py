@@ -90,18 +90,21 @@ class EASE(nn.Module):
         self._set_input(history)
 
     # --- fitting -------------------------------------------------------------------------
-    def _gram(self, history: UserHistory, chunk: int = 4096) -> torch.Tensor:
-        """X^T X of the 0/1 history matrix, a few thousand users' dense rows at a time."""
+    def _gram(self, history: UserHistory, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+        """X^T X and the column sums X^T 1 of the history matrix, a few thousand users' dense rows at a time."""
         gram = torch.zeros(self.n_items, self.n_items)
+        col_sum = torch.zeros(self.n_items)
         n = len(history.indptr) - 1
         for start in range(0, n, chunk):
             users = torch.arange(start, min(start + chunk, n))
             rows = _dense_rows(history, users, self.n_items, None, self.negative_weight)
             gram.addmm_(rows.T, rows)
-        return gram
+            col_sum += rows.sum(0)
+        return gram, col_sum
 
     def _fit(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self._gram(history).double()
+        gram, col_sum = self._gram(history)
+        g = gram.double()
         cold = g.diagonal() == 0  # items nobody in `history` interacted with
         if self.text_weight > 0:
             t = self.text.double().cpu()
@@ -111,40 +114,32 @@ class EASE(nn.Module):
         b = -p / p.diagonal().unsqueeze(0)
         bias = torch.zeros(self.n_items, dtype=torch.float64)
         if self.cold_map > 0 and cold.any() and not cold.all():
-            b[:, cold], bias[cold] = self._cold_columns(history, cold)
+            b[:, cold], bias[cold] = self._cold_columns(gram.double(), col_sum.double(), len(history.indptr) - 1,
+                                                        cold)
         b.fill_diagonal_(0.0)
         return b.float().to(self.anchor.device), bias.float().to(self.anchor.device)
 
-    def _cold_columns(self, history: UserHistory, cold: torch.Tensor,
-                      chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    def _cold_columns(self, gram: torch.Tensor, col_sum: torch.Tensor, n_users: int,
+                      cold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Columns and biases for items without interactions, from text: B[:, j] = T W t_j, with W (d x d) the
         ridge fit of X[:, warm] ~ (X T) W T[warm]^T, closed form through the eigenbases of A^T A (A = X T) and
         T_w^T T_w; the ridge is `cold_map` x the largest eigenvalue product. Score of a cold item:
-        (x_u T) W t_j, a bilinear text model distilled from the users' warm-item rows.
+        (x_u T) W t_j, a bilinear text model distilled from the users' warm-item rows. Everything it needs of
+        X comes from the Gram matrix: A^T A = T^T (X^T X) T, A^T X_w T_w = T^T (X^T X)[:, warm] T_w.
 
         `cold_bias` > 0 adds an item prior: m_j, an item's mean entry in X (how many users took it), ridge-
         regressed on text over the warm items (ridge `cold_bias_reg`); W is then fitted to X minus that prior,
         and a cold item scores (x_u T) W t_j + cold_bias * m_hat_j."""
         t = self.text.double().cpu()
         warm = ~cold
-        n = len(history.indptr) - 1
-        ata = torch.zeros(t.shape[1], t.shape[1], dtype=torch.float64)
-        atc = torch.zeros_like(ata)
-        a_sum = torch.zeros(t.shape[1], dtype=torch.float64)
-        col_sum = torch.zeros(self.n_items, dtype=torch.float64)
-        for start in range(0, n, chunk):
-            rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), self.n_items, None,
-                               self.negative_weight).double()
-            a = rows @ t
-            ata += a.T @ a
-            atc += a.T @ (rows[:, warm] @ t[warm])
-            a_sum += a.sum(0)
-            col_sum += rows.sum(0)
+        ata = t.T @ gram @ t
+        atc = t.T @ gram[:, warm] @ t[warm]
+        a_sum = t.T @ col_sum  # A^T 1
         tw = t[warm]
         prior = torch.zeros(self.n_items, dtype=torch.float64)
         if self.cold_bias > 0:  # m_hat = T v, v the ridge fit of the warm items' mean entries on their text
             eye = torch.eye(t.shape[1], dtype=torch.float64)
-            v = torch.linalg.solve(tw.T @ tw + self.cold_bias_reg * eye, tw.T @ (col_sum[warm] / max(n, 1)))
+            v = torch.linalg.solve(tw.T @ tw + self.cold_bias_reg * eye, tw.T @ (col_sum[warm] / max(n_users, 1)))
             prior = t @ v
             atc -= torch.outer(a_sum, prior[warm] @ tw)  # A^T (X_w - 1 m_hat_w^T) T_w
         la, qa = torch.linalg.eigh(ata)
