@@ -8,6 +8,12 @@ process's running loss, the best weights so far). It is written under a temporar
 once every process has finished, so a kill never leaves a half-written checkpoint behind; only the
 newest one is kept.
 
+``loop.json`` also records the run's configuration (``config_fingerprint``): resuming under another one
+(a different head, learning rate, seed, split...) stops with an error listing the keys that differ, since
+the restored weights, optimizer state and batch order would silently belong to another experiment. Keys a
+resumed run may change (``RESUMABLE_CHANGES``: more epochs, patience, logging, evaluation, where the data
+and caches live, the device) are left out of the comparison.
+
 ``RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT=N`` (tests) kills the process with SIGKILL right after its N-th
 checkpoint, which is what an out-of-time cluster job looks like.
 """
@@ -29,6 +35,44 @@ LOOP_JSON = "loop.json"
 LOOP_TENSORS = "loop.safetensors"
 KILL_ENV = "RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT"
 _saved = 0
+# dotted keys (and their subtrees) a resumed run may change without becoming another experiment
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.max_epochs", "trainer.patience", "trainer.progress",
+                     "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.cpu", "logger", "eval",
+                     "cache_dir", "dataset.root", "dataset.dir", "kg.path", "encoder.batch_size",
+                     "optimizer.fused", "save_predictions", "optimized_metric", "hydra")
+
+
+def config_fingerprint(cfg) -> dict[str, Any]:
+    """The run's resolved configuration as flat ``{dotted.key: value}`` (JSON values), minus RESUMABLE_CHANGES."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if any(prefix == k or prefix.startswith(k + ".") for k in RESUMABLE_CHANGES):
+            return
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return json.loads(json.dumps(flat, default=str))  # what loop.json will give back
+
+
+def check_config(saved: Optional[dict[str, Any]], current: Optional[dict[str, Any]], folder: Path) -> None:
+    """Refuse to resume `folder` under a configuration other than the one that saved it."""
+    if saved is None or current is None:  # a checkpoint from before fingerprints, or a caller without one
+        return
+    missing = object()
+    diffs = [k for k in sorted(set(saved) | set(current)) if saved.get(k, missing) != current.get(k, missing)]
+    if diffs:
+        shown = "; ".join(f"{k}: {saved.get(k, '(unset)')!r} -> {current.get(k, '(unset)')!r}" for k in diffs[:8])
+        more = f" (and {len(diffs) - 8} more)" if len(diffs) > 8 else ""
+        raise ValueError(f"trainer.resume: {folder} was saved by a run with another configuration: {shown}{more}. "
+                         "Resume with the same settings, or start a new run directory (trainer.resume=null); "
+                         f"keys a resume may change: {', '.join(RESUMABLE_CHANGES)}")
 
 
 def name(step: int) -> str:
@@ -65,6 +109,16 @@ def resolve(resume: Optional[str], run_dir: Path) -> Optional[Path]:
     return found
 
 
+def preflight(resume: Optional[str], run_dir: Path, cfg) -> None:
+    """Before any work: the checkpoint `resume` points at exists and was saved under `cfg`'s configuration."""
+    with warnings.catch_warnings():  # "starting fresh" is said once, when training starts
+        warnings.simplefilter("ignore", RuntimeWarning)
+        found = resolve(resume, run_dir)
+    if found is not None:
+        saved = json.loads((found / LOOP_JSON).read_text()).get("config")
+        check_config(saved, config_fingerprint(cfg), found)
+
+
 def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
     """Write checkpoint `step` under `root` (every process calls this: it synchronises them)."""
     global _saved
@@ -97,12 +151,15 @@ def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict
     return final
 
 
-def load(accelerator, folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore what Accelerate saved into the prepared objects; returns (loop state, loop tensors)."""
+def load(accelerator, folder: Path, config: Optional[dict[str, Any]] = None
+         ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore what Accelerate saved into the prepared objects; returns (loop state, loop tensors).
+    `config`: this run's ``config_fingerprint``, checked against the one saved (nothing is restored on a mismatch)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     loop = json.loads((folder / LOOP_JSON).read_text())
+    check_config(loop.get("config"), config, folder)
     saved_by = loop.get("num_processes", accelerator.num_processes)
     if saved_by != accelerator.num_processes:  # the per-process RNG states and batch positions would not fit
         raise ValueError(f"trainer.resume: {folder} was saved by {saved_by} processes, this run has "

@@ -121,13 +121,15 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
         scheduler: Optional[torch.optim.lr_scheduler.LRScheduler] = None,
         on_step: Optional[Callable[[int], None]] = None, checkpoint_dir: Optional[Path] = None,
         checkpoint_every: int = 0, resume_from: Optional[Path] = None,
-        epoch_extras: Optional[Callable[[], dict[str, float]]] = None) -> FitResult:
+        epoch_extras: Optional[Callable[[], dict[str, float]]] = None,
+        config: Optional[dict] = None) -> FitResult:
     """Train `loss_module` (which holds `model`); returns the best epoch's validation metrics.
 
     `evaluate(model)` must return a dict holding `monitor`; NaN counts as no improvement.
     `on_step(n)` runs after the n-th optimizer step, before the gradients are cleared. Every
     `checkpoint_every` optimizer steps the full state goes to `checkpoint_dir` (see `checkpoint.py`);
-    `resume_from` (a checkpoint folder) continues such a run exactly where it stopped.
+    `resume_from` (a checkpoint folder) continues such a run exactly where it stopped; `config` (a
+    ``checkpoint.config_fingerprint``) is saved with each checkpoint and must match on resume.
     `epoch_extras()` adds entries to each epoch's row (e.g. the KG loss of joint training).
     """
     from tqdm.auto import tqdm
@@ -145,7 +147,7 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
     stale = step = updates = first_epoch = skip = 0
     totals, rng, samples, train_seconds = None, None, 0, 0.0
     if resume_from is not None:
-        loop, tensors = ckpt.load(accelerator, resume_from)
+        loop, tensors = ckpt.load(accelerator, resume_from, config)
         rng = ckpt.rng_state()  # re-applied once the resumed epoch's loader has started (it draws a seed)
         first_epoch, skip, step, updates = loop["epoch"], loop["batches"], loop["step"], loop["updates"]
         best_value, best_epoch, best_metrics = loop["best_value"], loop["best_epoch"], loop["best_metrics"]
@@ -203,7 +205,8 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
                 loop = {"epoch": epoch, "batches": batches, "step": step, "updates": updates,
                         "best_value": best_value, "best_epoch": best_epoch, "best_metrics": best_metrics,
                         "stale": stale, "history": history, "samples": samples,
-                        "train_seconds": train_seconds + time.perf_counter() - tick}
+                        "train_seconds": train_seconds + time.perf_counter() - tick,
+                        **({"config": config} if config is not None else {})}
                 ckpt.save(accelerator, checkpoint_dir, updates, loop, tensors)
         train_seconds += time.perf_counter() - tick
         if rng is not None:  # resumed at the very end of an epoch

@@ -262,7 +262,8 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
                  checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
                  checkpoint_every=t.checkpoint_every,
                  resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None,
-                 epoch_extras=kg_epoch if kg is not None else None)
+                 epoch_extras=kg_epoch if kg is not None else None,
+                 config=checkpoint.config_fingerprint(cfg) if run_dir is not None else None)
     return result, monitor
 
 
@@ -325,7 +326,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     from accelerate.utils import set_seed
     from hydra.utils import instantiate
 
-    from recsys_fewshot import runtime, sweeps, tracking
+    from recsys_fewshot import checkpoint, runtime, sweeps, tracking
     from recsys_fewshot.evaluation import targets
     from recsys_fewshot.inductive import load_init
     from recsys_fewshot.models.objectives import TASKS
@@ -353,6 +354,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
 
         if t.batching not in BATCHING:  # before anything is read or written
             raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
+        checkpoint.preflight(t.resume, run_dir, cfg)  # a resume under another configuration stops here, early
         if log_with:
             resolved = {**OmegaConf.to_container(cfg, resolve=True),
                         "job": {"run_dir": str(run_dir), "sweep_dir": job.sweep_dir, "num": job.job_num,

@@ -47,7 +47,12 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path, tiny_be
     assert loop["epoch"] == 0 and 0 < loop["batches"] < 9  # stopped in the middle of an epoch
     assert loop["num_processes"] == 1 and loop["train_seconds"] > 0  # samples/s stays a rate after resuming
 
-    resumed = run_job(run, *common, "trainer.resume=true")
+    # another experiment's settings must not silently continue this one's weights, optimizer and batch order
+    with pytest.raises(ValueError, match=r"another configuration: optimizer.lr: 0.003 -> 0.5; seed: 0 -> 1"):
+        run_job(run, *common, "trainer.resume=true", "optimizer.lr=0.5", "seed=1")
+    assert [c.name for c in (run / "checkpoints").iterdir()] == ["step-000000003"] and not (run / "metrics.json").exists()
+
+    resumed = run_job(run, *common, "trainer.resume=true", "trainer.progress=true", "logger=none")  # may change
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["epochs"] == whole["epochs"]
     assert resumed["training"]["updates"] == whole["training"]["updates"]
     for part in ("valid", "test"):
@@ -92,3 +97,19 @@ def test_resume_refuses_another_process_count_and_stale_partials_are_swept(tmp_p
         checkpoint.load(one, folder)
     loop, tensors = checkpoint.load(acc, folder)
     assert loop["epoch"] == 0 and tensors["x"].shape == (1,)
+
+
+def test_config_fingerprint_ignores_what_a_resume_may_change_and_names_what_differs(tmp_path):
+    from recsys_fewshot import checkpoint
+
+    base = checkpoint.config_fingerprint(compose("head=mf"))
+    assert "head.dim" in base or any(k.startswith("head.") for k in base)
+    assert not any(k.startswith(("logger", "eval", "trainer.max_epochs", "trainer.resume")) for k in base)
+    same = checkpoint.config_fingerprint(compose("head=mf", "trainer.max_epochs=99", "logger=none",
+                                                 "trainer.resume=true", f"cache_dir={tmp_path}"))
+    checkpoint.check_config(base, same, tmp_path)  # nothing that defines the experiment changed
+    checkpoint.check_config(None, same, tmp_path)  # a checkpoint written before fingerprints
+    with pytest.raises(ValueError, match=r"head._target_: .*MF.* -> .*NCF"):
+        checkpoint.check_config(base, checkpoint.config_fingerprint(compose("head=mlp")), tmp_path)
+    with pytest.raises(ValueError, match=r"split.seed: 0 -> 3"):
+        checkpoint.check_config(base, checkpoint.config_fingerprint(compose("head=mf", "split.seed=3")), tmp_path)
