@@ -209,6 +209,8 @@ class TextPoolHeadConfig(HeadConfig):
     pool: str = "mean"  # mean: cosine with the weighted mean vector; max_sim: soft maximum of per-item cosines
     temperature: float = 0.2  # pool=max_sim: lower is closer to a hard max over the history
     center: bool = False  # subtract the catalogue's mean text vector before the cosines
+    hub_k: int = 10  # hub_weight > 0: an item's hubness = its mean cosine with its hub_k nearest items
+    hub_weight: float = 0.0  # subtract hub_weight x hubness from every score of the item (CSLS); 0: off
 
 
 @dataclass

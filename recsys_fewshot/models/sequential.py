@@ -126,6 +126,20 @@ class SeqRec(nn.Module):
         return self.l2 * self.items.id_emb(items).pow(2).sum(-1).mean()
 
 
+def hubness(vectors: torch.Tensor, k: int, block: Optional[int] = None) -> torch.Tensor:
+    """Each row's mean cosine with its `k` nearest other rows (`vectors`: unit length), `block` rows at a time
+    (default: about 2^26 similarities per block) so the whole n x n matrix is never held."""
+    n = len(vectors)
+    block = block or max(1, 2 ** 26 // max(n, 1))
+    out = torch.empty(n, device=vectors.device)
+    for start in range(0, n, block):
+        sims = vectors[start: start + block] @ vectors.T
+        rows = torch.arange(len(sims), device=vectors.device)
+        sims[rows, rows + start] = float("-inf")  # not its own neighbour
+        out[start: start + block] = sims.topk(k, dim=1).values.mean(1)
+    return out
+
+
 class TextPool(nn.Module):
     """`head=text_pool`: no trained parameters. Each history item weighs `decay`^age (age 0 for the newest).
 
@@ -133,16 +147,18 @@ class TextPool(nn.Module):
     item's text vector. `pool=max_sim`: score = `temperature` * log sum_h w_h exp(cos(h, item) / `temperature`),
     a soft maximum over the history of each item's similarity (a user with two interests is not averaged into
     neither). `center=true` subtracts the catalogue's mean text vector first (sentence embeddings share a common
-    direction that otherwise dominates every cosine). The zero-shot baseline of a frozen encoder
-    (`trainer.max_epochs=0`)."""
+    direction that otherwise dominates every cosine). `hub_weight` > 0 subtracts `hub_weight` times each item's
+    hubness, the mean cosine with its `hub_k` nearest catalogue items (CSLS, Conneau et al. 2018): items in
+    dense regions of the text space otherwise turn up in every user's list. The zero-shot baseline of a frozen
+    encoder (`trainer.max_epochs=0`)."""
 
     chunk_users = 2048
     POOLS = ("mean", "max_sim")
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50,
-                 pool: str = "mean", temperature: float = 0.2, center: bool = False,
-                 item_text: Optional[nn.Module] = None, **unused):
+                 pool: str = "mean", temperature: float = 0.2, center: bool = False, hub_k: int = 10,
+                 hub_weight: float = 0.0, item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         _frozen_text_only("text_pool", item_text)
         if item_features is None or history is None:
@@ -153,12 +169,17 @@ class TextPool(nn.Module):
             raise ValueError(f"head.temperature must be > 0, got {temperature}")
         if not 0 < decay <= 1:
             raise ValueError(f"head.decay must be in (0, 1], got {decay}")
+        if hub_weight < 0 or (hub_weight > 0 and not 1 <= hub_k < n_items):
+            raise ValueError(f"head.hub_weight must be >= 0 (got {hub_weight}) and, when > 0, head.hub_k in "
+                             f"[1, n_items) = [1, {n_items}) (got {hub_k})")
         self.n_users, self.n_items, self.decay, self.max_len = n_users, n_items, decay, max_len
         self.pool, self.temperature = pool, temperature
         feats = item_features.float()
         if center:
             feats = feats - feats.mean(0, keepdim=True)
         self.register_buffer("features", F.normalize(feats, dim=-1), persistent=False)
+        penalty = hub_weight * hubness(self.features, hub_k) if hub_weight > 0 else torch.zeros(n_items)
+        self.register_buffer("hub_penalty", penalty, persistent=False)
         self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
         if pool == "max_sim":  # [users, max_len] temporaries per scored item: fewer users at once
             self.chunk_users = max(1, 2 ** 24 // (max_len * max(n_items, 1)))
@@ -201,16 +222,20 @@ class TextPool(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.pool == "max_sim":
-            return self._soft_max_sim(users, self.features[items], pairwise=True) + 0 * self.anchor
-        return (self.user_text[users] * self.features[items]).sum(-1) + 0 * self.anchor
+            out = self._soft_max_sim(users, self.features[items], pairwise=True)
+        else:
+            out = (self.user_text[users] * self.features[items]).sum(-1)
+        return out - self.hub_penalty[items] + 0 * self.anchor
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.pool == "max_sim":
             v = self.features[items]
             out = [self._soft_max_sim(users[s: s + self.chunk_users], v, pairwise=False)
                    for s in range(0, len(users), self.chunk_users)]
-            return (torch.cat(out) if out else v.new_zeros(0, len(items))) + 0 * self.anchor
-        return self.user_text[users] @ self.features[items].T + 0 * self.anchor
+            scores = torch.cat(out) if out else v.new_zeros(0, len(items))
+        else:
+            scores = self.user_text[users] @ self.features[items].T
+        return scores - self.hub_penalty[items] + 0 * self.anchor
 
     def candidate_scorer(self, items: torch.Tensor):
         """Scores of many users against fixed `items` (rankings). pool=max_sim with a catalogue small enough
@@ -219,12 +244,13 @@ class TextPool(nn.Module):
         if self.pool != "max_sim" or self.n_items * len(items) > 2 ** 26:
             return lambda users: self.score_candidates(users, items)
         e = (self.features @ self.features[items].T).sub_(1.0).div_(self.temperature).exp_()  # [n_items, C]
+        penalty = self.hub_penalty[items]
 
         def score(users: torch.Tensor) -> torch.Tensor:
             weights = torch.zeros(len(users), self.n_items, device=e.device)
             weights.scatter_add_(1, self.hist_items[users], self.hist_log_w[users].exp())  # repeats add up
             out = self.temperature * torch.log(weights @ e) + 1.0
-            return torch.nan_to_num(out, neginf=-1.0)
+            return torch.nan_to_num(out, neginf=-1.0) - penalty
 
         return score
 

@@ -149,6 +149,44 @@ def test_text_pool_max_sim_is_a_weighted_soft_maximum_of_cosines_on_centred_vect
         TextPool(N_USERS, N_ITEMS, item_features=feats, history=hist, pool="max_sim", temperature=0.0)
 
 
+def test_hubness_correction_subtracts_each_items_mean_cosine_to_its_nearest_items():
+    from recsys_fewshot.models.sequential import TextPool, hubness
+
+    torch.manual_seed(1)
+    unit = torch.nn.functional.normalize(torch.randn(N_ITEMS, 8), dim=-1)
+    cos = unit @ unit.T
+    cos.fill_diagonal_(-2.0)  # never its own neighbour
+    expected = cos.topk(3, dim=1).values.mean(1)
+    assert torch.allclose(hubness(unit, 3), expected, atol=1e-6)
+    many = torch.nn.functional.normalize(torch.randn(300, 8), dim=-1)
+    assert torch.allclose(hubness(many, 5, block=7), hubness(many, 5), atol=1e-6)  # blocks change nothing
+
+    hist = UserHistory.from_pairs(np.array([0, 0, 1]), np.array([1, 2, 4]), N_USERS)
+    items = torch.arange(N_ITEMS)
+    for pool in ("mean", "max_sim"):
+        plain = TextPool(N_USERS, N_ITEMS, item_features=unit, history=hist, pool=pool)
+        hub = TextPool(N_USERS, N_ITEMS, item_features=unit, history=hist, pool=pool, hub_k=3, hub_weight=0.5)
+        diff = plain.score_candidates(torch.tensor([0, 1]), items) - hub.score_candidates(torch.tensor([0, 1]), items)
+        assert torch.allclose(diff, 0.5 * expected.expand(2, -1), atol=1e-5)  # every user, every item: -0.5 x hub
+        assert torch.allclose(hub(torch.zeros(N_ITEMS, dtype=torch.long), items),
+                              hub.score_candidates(torch.tensor([0]), items)[0], atol=1e-5)
+        assert torch.allclose(hub.candidate_scorer(items)(torch.tensor([0, 1])),
+                              hub.score_candidates(torch.tensor([0, 1]), items), atol=1e-5)
+    # a hub (an item close to many others) drops below a slightly less similar item in an empty region
+    e = torch.eye(8)
+    axes = torch.cat([e, e[0] + 0.1 * torch.randn(4, 8)])  # items 8..11 crowd around axis 0
+    axes[0], axes[1] = e[3] + 0.9 * e[0], e[3] + e[1]  # cosines with item 3: 0.743 and 0.707
+    one = UserHistory.from_pairs(np.array([0]), np.array([3]), N_USERS)
+    pair = torch.tensor([0, 1])
+    s_plain = TextPool(N_USERS, N_ITEMS, item_features=axes, history=one).score_candidates(torch.tensor([0]), pair)[0]
+    s_hub = TextPool(N_USERS, N_ITEMS, item_features=axes, history=one, hub_k=4, hub_weight=1.0).score_candidates(
+        torch.tensor([0]), pair)[0]
+    assert s_plain[0] > s_plain[1] and s_hub[1] > s_hub[0]
+    for bad in ({"hub_weight": -0.1}, {"hub_weight": 0.3, "hub_k": 0}, {"hub_weight": 0.3, "hub_k": N_ITEMS}):
+        with pytest.raises(ValueError, match="head.hub"):
+            TextPool(N_USERS, N_ITEMS, item_features=unit, history=hist, **bad)
+
+
 def test_init_from_loads_what_fits_and_fails_clearly(tmp_path):
     from recsys_fewshot import tracking
     from recsys_fewshot.inductive import load_init
