@@ -98,6 +98,9 @@ def pointwise_metrics(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray) -
     return {}
 
 
+TIE_SEED = 0  # the permutation that orders tied scores in rankings
+
+
 @torch.no_grad()
 def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclude: UserHistory, n_items: int,
                ks: Sequence[int], chunk_size: int, accelerator,
@@ -105,7 +108,10 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
     """Per-user ranking metrics over all items (or the `candidates` only), the user's `exclude` items removed.
 
     Users are split across processes; each rank scores `chunk_size` users at a time (never the full
-    users x items matrix) and the per-user arrays are gathered in user order.
+    users x items matrix) and the per-user arrays are gathered in user order. Tied scores are ordered by a
+    fixed pseudo-random permutation of the candidates (the same in every run and process), not by item
+    index: a model that cannot tell items apart gets a random ranking's metrics, whatever the numbering.
+    NaN or +inf scores stop the evaluation with an error.
     """
     from accelerate.utils import gather_object
 
@@ -118,6 +124,7 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
         slot[candidates] = np.arange(len(candidates))
         all_items = torch.as_tensor(candidates, device=device)
     n_ranked = len(all_items)
+    tie_order = torch.randperm(n_ranked, generator=torch.Generator().manual_seed(TIE_SEED)).to(device)
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(rank, len(users), world)
     parts: dict[str, list[np.ndarray]] = {}
@@ -127,14 +134,19 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
         idx = mine[start: start + chunk_size]
         chunk = users[idx]
         scores = score(torch.as_tensor(chunk, device=device)).float()
+        bad = torch.isnan(scores) | (scores == float("inf"))
+        if bad.any():
+            who = chunk[bad.any(1).nonzero()[:, 0].cpu().numpy()]
+            raise ValueError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs as NaN or "
+                             f"+inf, for {len(who)} users (first: {who[:5].tolist()}): rankings need finite scores")
         rows, cols = exclude.entries(chunk)
         if slot is not None:
             cols = slot[cols]
             rows, cols = rows[cols >= 0], cols[cols >= 0]
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
-        top = torch.topk(scores, min(k_max, n_ranked), dim=1)
+        top = torch.topk(scores[:, tie_order], min(k_max, n_ranked), dim=1)  # ties: in tie_order
         # an excluded item never counts, even when fewer than k items are left to rank
-        top = torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy()
+        top = torch.where(torch.isfinite(top.values), tie_order[top.indices], -1).cpu().numpy()
         if slot is not None:
             top = np.where(top >= 0, candidates[np.maximum(top, 0)], -1)
         if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
