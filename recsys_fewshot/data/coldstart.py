@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from recsys_fewshot.data.protocols import Split, _make
+from recsys_fewshot.data.protocols import Split, _make, pair_groups, rows_of
 from recsys_fewshot.data.recdata import DataError, RecData
 
 
@@ -97,12 +97,15 @@ def cold_users(data: RecData, k: int = 5, cold_ratio: float = 0.2, valid_ratio: 
 
 def per_user(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.1, seed: int = 0,
              task: Optional[str] = None) -> Split:
-    """Per user: a seeded round(test_ratio * n) of their n interactions to test, then valid from the rest."""
+    """Per user: a seeded round(test_ratio * n) of their n interactions to test, then valid from the rest
+    (n counts distinct items: the copies of a repeated (user, item) pair go to the same part)."""
     _check_ratio("test_ratio", test_ratio)
     _check_ratio("valid_ratio", valid_ratio)
-    users = data.interactions["user"].to_numpy()
+    groups = pair_groups(data.interactions)
+    firsts = np.unique(groups, return_index=True)[1]  # one row per pair: the deal is over these
+    users = data.interactions["user"].to_numpy()[firsts]
     rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(users)), users))  # per user, a random order of their rows
+    order = np.lexsort((rng.random(len(users)), users))  # per user, a random order of their pairs
     sorted_users = users[order]
     counts = np.bincount(users, minlength=data.n_users)
     starts = np.cumsum(counts) - counts
@@ -110,7 +113,7 @@ def per_user(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.1, s
     n = counts[sorted_users]
     n_test = np.round(n * test_ratio).astype(np.int64)
     n_valid = np.round((n - n_test) * valid_ratio).astype(np.int64)
-    test = order[position < n_test]
-    valid = order[(position >= n_test) & (position < n_test + n_valid)]
-    train = order[position >= n_test + n_valid]
+    test = rows_of(groups, order[position < n_test])
+    valid = rows_of(groups, order[(position >= n_test) & (position < n_test + n_valid)])
+    train = rows_of(groups, order[position >= n_test + n_valid])
     return _make(data, "per_user", task, train, valid, test, seed=seed, test_ratio=test_ratio)

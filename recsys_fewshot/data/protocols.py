@@ -55,6 +55,21 @@ def _carve(rows: np.ndarray, ratio: float, rng: np.random.Generator) -> tuple[np
     return rows[~mask], rows[mask]
 
 
+def pair_groups(inter: pd.DataFrame) -> np.ndarray:
+    """Each row's (user, item) pair as a group id, numbered by first appearance (rows 0..n-1 when no pair
+    repeats). Random splits deal out groups, not rows, so a repeated pair never lands in train and test both."""
+    key = inter["user"].to_numpy(np.int64) * (int(inter["item"].max()) + 1 if len(inter) else 1) \
+        + inter["item"].to_numpy(np.int64)
+    return pd.factorize(key)[0]
+
+
+def rows_of(groups: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """The rows whose group is in `chosen`."""
+    mask = np.zeros(int(groups.max()) + 1 if len(groups) else 0, dtype=bool)
+    mask[chosen] = True
+    return np.flatnonzero(mask[groups])
+
+
 def _make(data: RecData, name: str, task: Optional[str], train, valid, test, **info) -> Split:
     inter = data.interactions
     split = Split(
@@ -84,12 +99,14 @@ def given(data: RecData, fold: str = "given", valid_ratio: float = 0.05, seed: i
 
 def random_split(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,
                  task: Optional[str] = None) -> Split:
-    """Each interaction goes to test with probability ~test_ratio (exact count, seeded)."""
+    """Each interaction goes to test with probability ~test_ratio (exact count, seeded); the copies of a
+    repeated (user, item) pair go together."""
     rng = np.random.default_rng(seed)
-    rows = np.arange(len(data.interactions))
-    train, test = _carve(rows, test_ratio, rng)
+    groups = pair_groups(data.interactions)
+    train, test = _carve(np.arange(int(groups.max()) + 1 if len(groups) else 0), test_ratio, rng)
     train, valid = _carve(train, valid_ratio, rng)
-    return _make(data, "random", task, train, valid, test, seed=seed)
+    return _make(data, "random", task, rows_of(groups, train), rows_of(groups, valid), rows_of(groups, test),
+                 seed=seed)
 
 
 def temporal(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,

@@ -75,3 +75,20 @@ def test_text_template_renders_and_names_missing_columns(data):
     assert "|" not in texts[0]
     with pytest.raises(DataError, match="plot"):
         render_texts(data.items, "{title} {plot}")
+
+
+def test_random_splits_keep_the_copies_of_a_repeated_pair_together(data):
+    from recsys_fewshot.data.coldstart import per_user
+    from recsys_fewshot.data.recdata import RecData
+
+    inter = data.interactions
+    twice = pd.concat([inter, inter.iloc[::3].assign(rating=1.0)], ignore_index=True)  # a third of the pairs again
+    doubled = RecData(data.name, twice, data.items, data.users, {})
+    for seed in range(5):
+        for split in (P.random_split(doubled, test_ratio=0.3, valid_ratio=0.2, seed=seed),
+                      per_user(doubled, test_ratio=0.3, valid_ratio=0.2, seed=seed)):
+            parts = [keys(split.train), keys(split.valid), keys(split.test)]
+            assert not parts[0] & parts[2] and not parts[1] & parts[2] and not parts[0] & parts[1]
+            assert sum(split.sizes().values()) == len(twice)  # every row dealt, copies included
+    # without repeats, dealing pairs is dealing rows: the same split as before
+    assert P.pair_groups(inter).tolist() == list(range(len(inter)))
