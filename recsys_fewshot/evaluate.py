@@ -1,6 +1,7 @@
 """`python -m recsys_fewshot.evaluate run_dir=PATH [check=true] [key=value ...]`: score a saved run again.
 
-Reads the run's resolved config (``.hydra/config.yaml``), rebuilds the same split (seeded), the item
+Reads the run's config (``config.yaml``, written beside the results; ``.hydra/config.yaml`` for older
+runs), rebuilds the same split (seeded), the item
 vectors (embedding cache) and the model, loads the head weights (``model.safetensors``) and, after joint
 training, the trained encoder (``encoder/``: the PEFT adapter through ``PeftModel.from_pretrained``,
 BitFit's biases, or the fine-tuned weights), then scores valid and test exactly as training did and
@@ -24,9 +25,14 @@ OWN_KEYS = ("run_dir", "check", "tolerance")
 def load_run_config(run_dir: Path, overrides: list[str]):
     from omegaconf import OmegaConf
 
-    file = run_dir / ".hydra" / "config.yaml"
+    # config.yaml: written with the results (a later, refused start in this dir rewrites .hydra/config.yaml
+    # but leaves the results and it alone); .hydra/config.yaml: runs from before it existed
+    file = run_dir / "config.yaml"
     if not file.is_file():
-        raise FileNotFoundError(f"run_dir={run_dir}: no {file.relative_to(run_dir)} (is it a training run directory?)")
+        file = run_dir / ".hydra" / "config.yaml"
+    if not file.is_file():
+        raise FileNotFoundError(f"run_dir={run_dir}: no config.yaml or .hydra/config.yaml (is it a training run "
+                                "directory?)")
     cfg = OmegaConf.load(file)
     OmegaConf.set_struct(cfg, True)  # an override of a key the run does not have is a typo: fail, naming it
     if overrides:

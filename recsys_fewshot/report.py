@@ -319,10 +319,12 @@ def report(root: Path, metrics: Optional[Sequence[str]] = None, out: Optional[Pa
 
 
 def config_value(run_dir: Path, key: str) -> Optional[str]:
-    """A top-level key of the run's resolved config (`.hydra/config.yaml`), if any."""
+    """A top-level key of the run's config (`config.yaml` beside its results, else `.hydra/config.yaml`), if any."""
     import yaml
 
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.exists():
         return None
     try:

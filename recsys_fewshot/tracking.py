@@ -49,6 +49,13 @@ def write_json(path: Path, obj: Any) -> Path:
     return _atomic(path, write)
 
 
+def write_text(path: Path, text: str) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    return _atomic(path, write)
+
+
 def write_parquet(path: Path, frame) -> Path:
     return _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 

@@ -108,7 +108,9 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     y = targets(train, spec)
     if task == "rating":
         if np.isnan(y).any():
-            raise ValueError(f"task=rating needs explicit ratings; {data.name} is implicit: use task=ranking")
+            fix = ("these rows carry 0/1 labels: use task=ctr" if "label" in train.columns
+                   else "use task=ranking")
+            raise ValueError(f"task=rating needs explicit ratings; {data.name} has none: {fix}")
         spec.rating_range = (float(y.min()), float(y.max()))
         global_mean = float(y.mean())
     elif task == "ctr":
@@ -117,6 +119,11 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     else:
         global_mean = 0.0
         keep = y > 0  # ranking trains on the relevant interactions
+        if not keep.any():
+            scale = (f"ratings in the training part run from {np.nanmin(train['rating'])} to "
+                     f"{np.nanmax(train['rating'])}" if train["rating"].notna().any() else "no ratings")
+            raise ValueError(f"task=ranking: no training interaction is relevant (dataset.positive_threshold="
+                             f"{cfg.dataset.positive_threshold}; {scale}): lower dataset.positive_threshold")
         users, items, y = users[keep], items[keep], y[keep]
     warm = torch.zeros(data.n_items)
     warm[torch.as_tensor(items)] = 1.0
@@ -319,6 +326,51 @@ def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
             "fallback_rows": int((~users_ok[tu] | ~items_ok[ti]).sum())}
 
 
+RUN_CONFIG = "config.yaml"  # the config of the results beside it (.hydra/config.yaml is the latest start's)
+RESULT_FILES = ("metrics.json", "failure.json", "model.safetensors", "predictions.parquet", RUN_CONFIG)
+
+
+def clear_results(run_dir: Path) -> None:
+    """Remove an earlier run's results from a reused run dir (its checkpoints stay: trainer.resume reads them)."""
+    import shutil
+
+    for name in RESULT_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "encoder", ignore_errors=True)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Numbers and names that would otherwise fail late (after training) or silently: each error names its key."""
+    from recsys_fewshot.engine import BATCHING
+    from recsys_fewshot.metrics import RANKING_METRICS
+
+    t, ks = cfg.trainer, list(cfg.eval.ks)
+
+    def at_least(key: str, value, low: int) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"{key}={value!r}: expected an integer >= {low}")
+
+    if not ks:
+        raise ValueError("eval.ks=[]: give at least one cut-off, e.g. eval.ks=[10,20]")
+    for k in ks:
+        at_least(f"eval.ks (entry {k!r})", k, 1)
+    at_least("eval.chunk_size", cfg.eval.chunk_size, 1)
+    for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+        at_least(f"trainer.{key}", t.get(key), 1)
+    for key in ("max_epochs", "limit_train_batches", "patience", "checkpoint_every"):
+        at_least(f"trainer.{key}", t.get(key), 0)
+    if "dim" in cfg.head:
+        at_least("head.dim", cfg.head.dim, 1)
+    if t.batching not in BATCHING:
+        raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
+    if cfg.optimized_metric:  # its <part>/ is checked by sweeps; here the metric's name, before any training
+        metric = str(cfg.optimized_metric).partition("/")[2]
+        known = ["rmse", "mae", "auc", "accuracy", "f1", "logloss"] + [f"{m}@{k}" for m in RANKING_METRICS for k in ks]
+        if metric not in known:
+            raise ValueError(f"optimized_metric={cfg.optimized_metric!r}: no run reports {metric!r}; metrics are "
+                             f"{', '.join(known)} (ranking cut-offs from eval.ks)")
+
+
 def run(cfg: DictConfig, run_dir: Path) -> float:
     """The whole job; everything it writes goes under `run_dir`."""
     import pandas as pd
@@ -344,17 +396,15 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                               **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
                                                             t.split_batches))
     run_dir = runtime.shared_run_dir(run_dir, accelerator)  # rank 0's, on every rank
-    if accelerator.is_main_process:  # a reused run dir (resume, a rerun): no stale result may outlive this run
-        for stale in ("metrics.json", "failure.json"):
-            (run_dir / stale).unlink(missing_ok=True)
     try:
+        # settings first: a refused start leaves a reused run dir's earlier results as they were
+        check_settings(cfg)
         runtime.check_batch_sizes(accelerator.num_processes, t.split_batches, batch_size=t.batch_size,
                                   eval_batch_size=t.eval_batch_size)
-        from recsys_fewshot.engine import BATCHING
-
-        if t.batching not in BATCHING:  # before anything is read or written
-            raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
         checkpoint.preflight(t.resume, run_dir, cfg)  # a resume under another configuration stops here, early
+        if accelerator.is_main_process:  # a reused run dir (resume, a rerun): no stale result may outlive this run
+            clear_results(run_dir)
+        accelerator.wait_for_everyone()
         if log_with:
             resolved = {**OmegaConf.to_container(cfg, resolve=True),
                         "job": {"run_dir": str(run_dir), "sweep_dir": job.sweep_dir, "num": job.job_num,
@@ -426,8 +476,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                          "samples_per_second": round(result.samples / max(result.train_seconds, 1e-9), 1),
                          **({"encoder_parameters": text.parameter_counts()} if text is not None else {})},
         }
+        value = sweeps.objective(summary, cfg.optimized_metric, result.best.get(monitor))  # may fail: before any file
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
+            tracking.write_text(run_dir / RUN_CONFIG, OmegaConf.to_yaml(cfg))  # what these results came from
             tracking.write_safetensors(run_dir / "model.safetensors", runtime.head_state(unwrapped, text))
             if text is not None:
                 text.save(run_dir / "encoder")  # the adapter (save_pretrained), BitFit biases or whole encoder
@@ -443,7 +495,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                                            **tracking.flatten("valid", valid_metrics),
                                            **tracking.flatten("best_valid", result.best),
                                            "best_epoch": result.best_epoch})
-        return sweeps.objective(summary, cfg.optimized_metric, result.best.get(monitor))
+        return value
     except BaseException as exc:
         tracking.mark_failed(accelerator, exc)  # the wandb run ends as failed; the sweep goes on
         raise
