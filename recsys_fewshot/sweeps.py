@@ -128,17 +128,27 @@ def record_failure(run_dir: Path) -> Iterator[None]:
 
 
 class LogJobFailures(Callback):
-    """Hydra callback (conf/config.yaml `hydra.callbacks`): one log line per failed job, when it fails."""
+    """Hydra callback (conf/config.yaml `hydra.callbacks`): one log line per failed job, when it fails.
+
+    In a sweep the line names the job number and says the sweep goes on; a single run (no job number:
+    `hydra.job.num` exists only in multirun) logs the failure and where its failure.json is, so the
+    run's train.log records why it ended.
+    """
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
 
         if getattr(job_return, "status", None) != JobStatus.FAILED:
             return
         error = job_return._return_value  # the exception (reading .return_value would raise it)
-        job = job_return.hydra_cfg.hydra
-        log.error("job %s failed (%s: %s); the sweep goes on. Details: %s/failure.json", job.job.num,
-                  type(error).__name__, error, job.runtime.output_dir)
+        hydra = job_return.hydra_cfg.hydra
+        details = f"{hydra.runtime.output_dir}/failure.json"
+        if hydra.get("mode") == RunMode.MULTIRUN:
+            log.error("job %s failed (%s: %s); the sweep goes on. Details: %s", hydra.job.num,
+                      type(error).__name__, error, details)
+        else:
+            log.error("run failed (%s: %s). Details: %s", type(error).__name__, error, details)
 
 
 def export_slurm_distributed_env() -> bool:

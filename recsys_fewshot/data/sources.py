@@ -26,7 +26,7 @@ import pandas as pd
 
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
 
-READER_VERSION = "1"  # bump when a reader's output changes (it keys the processed-table cache)
+READER_VERSION = "2"  # bump when a reader's output or what it accepts changes (it keys the processed-table cache)
 KINDS = ("ml100k", "csv", "amazon_unisrec", "tallrec_json")
 UNCACHED_KINDS = ("tallrec_json",)  # its files may lie outside dataset.dir; parsing them takes well under a second
 
@@ -311,6 +311,37 @@ def _parse_history(values: pd.Series, path: Path) -> tuple[list[list[str]], list
     return ids, ratings
 
 
+def _refuse_repeated_pairs(interactions: pd.DataFrame, parts: list[tuple[Path, int | None]],
+                           frames: list[pd.DataFrame]) -> None:
+    """Explicit ratings: one row per (user, item) pair across all parts, else DataError at the first repeat.
+
+    Two ratings of one pair are ambiguous, and a pair in two parts (train.csv and test.csv) leaks the
+    test rating into training. Implicit rows (no ``rating``: repeat consumption) and CTR samples (a
+    ``history`` column: one pair recurs across samples) may repeat and are not checked here.
+    """
+    n_items = int(interactions["item"].max()) + 1 if len(interactions) else 0
+    keys = interactions["user"].to_numpy() * n_items + interactions["item"].to_numpy()
+    repeat = pd.Series(keys).duplicated().to_numpy()
+    if not repeat.any():
+        return
+    row = int(np.flatnonzero(repeat)[0])
+    first = int(np.flatnonzero(keys == keys[row])[0])
+    ends = np.cumsum([len(f) for f in frames])
+
+    def place(r: int) -> tuple[Path, int, pd.DataFrame]:
+        k = int(np.searchsorted(ends, r, side="right"))
+        return parts[k][0], r - (int(ends[k - 1]) if k else 0) + 2, frames[k]  # line 1 is the header
+
+    path, line, frame = place(row)
+    first_path, first_line, _ = place(first)
+    where = f"line {first_line}" if first_path == path else f"{first_path} line {first_line}"
+    raise DataError(f"{path} line {line}: (user_id {frame['user_id'].iloc[line - 2]!r}, item_id "
+                    f"{frame['item_id'].iloc[line - 2]!r}) pair already listed at {where}; explicit ratings "
+                    "allow one row per (user, item) pair across all parts (a repeat is an ambiguous rating, "
+                    "or leaks between train/valid/test). Remove the repeat, or drop the 'rating' column if "
+                    "the data is implicit (repeat consumption)")
+
+
 def read_csv_dir(folder: Path) -> RecData:
     """The plain CSV format: ``interactions.csv`` (no fold) or ``train/[valid/]test.csv`` (fold ``given``)."""
     folder = Path(folder)
@@ -374,6 +405,8 @@ def read_csv_dir(folder: Path) -> RecData:
         "rating": np.concatenate(columns["rating"]).astype(np.float32),
         "timestamp": np.concatenate(columns["timestamp"]).astype(np.int64),
     })
+    if "rating" in present and "history" not in present:
+        _refuse_repeated_pairs(interactions, parts, frames)
     if "label" in present:
         interactions["label"] = np.concatenate(columns["label"]).astype(np.int8)
     if "history" in present:

@@ -31,6 +31,10 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "mer
                     "special_tokens_map.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
 CPU_PAD_BUDGET = 32  # padding tokens a CPU batch may carry before a new forward pass is cheaper
 _WIDTH_KEYS = ("hidden_size", "d_model", "n_embd", "dim")
+# model types whose position ids start after the padding index (RoBERTa's 514 positions hold 512 tokens)
+_PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "xmod",
+                         "roberta-prelayernorm", "ibert", "mpnet")
+_N_POSITIONS_TYPES = ("gpt2", "gpt_bigcode", "openai-gpt")  # their config.json calls the limit n_positions
 # files a frozen encoder never needs (other frameworks' weights, exports)
 _HUB_IGNORE = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "onnx/*", "openvino/*", "coreml/*"]
 
@@ -139,6 +143,32 @@ def _config_width(path: Path) -> int:
     raise EncoderError(f"{file} has none of {', '.join(_WIDTH_KEYS)}: cannot tell the vector width")
 
 
+def _config_position_limit(path: Path) -> tuple[int, str] | None:
+    """(longest token sequence the model's position embeddings cover, where that number comes from);
+    None when config.json gives no absolute limit.
+
+    ``max_position_embeddings`` (``n_positions`` for GPT-2 style configs), also inside a nested
+    ``text_config``. RoBERTa-style models number positions from ``pad_token_id + 1``, so they hold
+    ``pad_token_id + 1`` tokens fewer (514 positions -> 512 tokens).
+    """
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # loading the model reports the real problem
+    for section in (config, config.get("text_config") or {}):
+        kind = section.get("model_type")
+        for key in ("max_position_embeddings", "n_positions"):
+            limit = section.get(key)
+            if key == "n_positions" and kind not in _N_POSITIONS_TYPES:
+                continue  # T5 also writes n_positions, but its relative positions have no hard limit
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+                pad = section.get("pad_token_id")
+                if kind in _PADDING_OFFSET_TYPES and isinstance(pad, int) and 0 <= pad < limit:
+                    return limit - pad - 1, f"{key}={limit} less the {pad + 1} positions {kind} reserves"
+                return limit, f"{key}={limit}"
+    return None
+
+
 class TextEncoder:
     """Frozen encoder: ``encode(texts)`` -> ``[n, dim]`` float32 CPU tensor, rows in input order.
 
@@ -167,6 +197,11 @@ class TextEncoder:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.forward_calls = 0
         self._path = resolve_model_path(name_or_path)
+        limit = _config_position_limit(self._path)
+        if limit is not None and self.max_length > limit[0]:
+            raise ValueError(f"encoder.max_length={self.max_length} exceeds the model's limit of {limit[0]} tokens "
+                             f"({limit[1]} in {self._path / 'config.json'}); set encoder.max_length to at most "
+                             f"{limit[0]}")
         self._identity: str | None = None
         self._dim: int | None = None
         self._model: Any = None
