@@ -400,4 +400,9 @@ def resolve_data_root(root: Optional[str]) -> Path:
 
 def resolve_cache_dir(cache_dir: Optional[str]) -> Path:
     value = cache_dir or os.environ.get("RECSYS_FEWSHOT_CACHE") or f"{DEFAULT_HOME}/cache"
-    return Path(value).expanduser().resolve()
+    path = Path(value).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        source = "cache_dir" if cache_dir else ("$RECSYS_FEWSHOT_CACHE" if os.environ.get("RECSYS_FEWSHOT_CACHE")
+                                                else "the default cache folder")
+        raise ValueError(f"{source}={path} is a file, not a folder: point it at a directory for the caches")
+    return path

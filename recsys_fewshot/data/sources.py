@@ -162,7 +162,9 @@ def _lookup(index: pd.Index, ids: pd.Series, path: Path, column: str, table: str
     codes = index.get_indexer(ids)
     if (codes < 0).any():
         i = int(np.flatnonzero(codes < 0)[0])
-        raise DataError(f"{path} line {i + 1}: {column} {ids.iloc[i]!r} is not in {table}")
+        value = ids.iloc[i]
+        value = value.item() if hasattr(value, "item") else value  # 9999, not np.int64(9999)
+        raise DataError(f"{path} line {i + 1}: {column} {value!r} is not in {table}")
     return codes.astype(np.int64)
 
 
@@ -362,6 +364,9 @@ def read_csv_dir(folder: Path) -> RecData:
             if col not in frame.columns:
                 raise DataError(f"{path}: missing column {col!r} (has: {', '.join(frame.columns)})")
             frame[col] = frame[col].str.strip()
+            empty = (frame[col] == "").to_numpy()
+            if empty.any():
+                raise DataError(f"{path} line {int(np.flatnonzero(empty)[0]) + 2}: column {col!r} is empty")
         frames.append(frame)
     present = [c for c in _CSV_OPTIONAL if c in frames[0].columns]
     for (path, _), frame in zip(parts[1:], frames[1:]):

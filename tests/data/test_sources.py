@@ -198,6 +198,9 @@ def test_csv_ctr_label_and_history(tmp_path):
      r"test\.csv: column 'rating' is missing"),
     ({"interactions.csv": "user_id,item_id\na,b\n", "items.csv": "item_id,title\nb,x\nb,y\n"},
      r"items\.csv: column 'item_id' line 3: id 'b' repeats"),
+    ({"interactions.csv": "user_id,item_id,rating\na,b,4\n ,c,3\n"}, r"interactions\.csv line 3: column 'user_id' is empty"),
+    ({"train.csv": "user_id,item_id\na,b\n", "test.csv": "user_id,item_id\na,\n"},
+     r"test\.csv line 2: column 'item_id' is empty"),
 ])
 def test_csv_errors_name_file_column_line(tmp_path, files, pattern):
     for name, text in files.items():
@@ -332,3 +335,22 @@ def test_planted_genres_are_in_titles():
     by_genre = ratings.assign(genre=ratings["item_id"].map(dict(zip(items["item_id"], main))))
     spread = by_genre.groupby(["user_id", "genre"])["rating"].mean().groupby("user_id").agg(lambda m: m.max() - m.min())
     assert spread.median() >= 2.0  # each user's liked genres stand out
+
+
+def test_ml100k_unknown_ids_print_plainly_and_a_cache_dir_file_is_refused(tmp_path, monkeypatch):
+    from recsys_fewshot.config import resolve_cache_dir
+
+    folder = write_ml100k(tmp_path / "ml-100k")
+    lines = (folder / "u.data").read_text().splitlines()
+    lines[1] = "\t".join(["1", "9999", "4", "881250949"])  # an item u.item does not list
+    (folder / "u.data").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"u\.data line 2: item_id 9999 is not in u\.item"):
+        sources.read_ml100k(folder)
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("x")
+    with pytest.raises(ValueError, match=r"cache_dir=.*cache-file is a file, not a folder"):
+        resolve_cache_dir(str(not_a_folder))
+    monkeypatch.setenv("RECSYS_FEWSHOT_CACHE", str(not_a_folder))
+    with pytest.raises(ValueError, match=r"\$RECSYS_FEWSHOT_CACHE=.*is a file"):
+        resolve_cache_dir(None)
+    assert resolve_cache_dir(str(tmp_path / "new")) == (tmp_path / "new").resolve()  # a folder to be made is fine
