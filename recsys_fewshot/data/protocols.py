@@ -109,6 +109,15 @@ def random_split(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.
                  seed=seed)
 
 
+def _refuse_partial_timestamps(ts: np.ndarray, data: RecData, name: str) -> None:
+    """Rows without a timestamp (-1: an empty cell) among rows with one would silently sort as the oldest."""
+    missing = ts < 0
+    if missing.any() and not missing.all():
+        raise DataError(f"split={name}: {int(missing.sum())} of {len(ts)} interactions of data set {data.name!r} "
+                        f"have no timestamp (the first: row {int(np.flatnonzero(missing)[0])} of the interactions) "
+                        "while the others have one: fill them in, or drop the timestamp column")
+
+
 def temporal(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,
              task: Optional[str] = None) -> Split:
     """Global time cut: the latest `test_ratio` of interactions is test, the latest part of the rest valid.
@@ -118,6 +127,7 @@ def temporal(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, 
     ts = data.interactions["timestamp"].to_numpy()
     if (ts < 0).all():
         raise DataError(f"split=temporal: data set {data.name!r} has no timestamps")
+    _refuse_partial_timestamps(ts, data, "temporal")
     order = np.argsort(ts, kind="stable")
     n = len(order)
     n_test = int(round(n * test_ratio))
@@ -135,6 +145,7 @@ def leave_one_out(data: RecData, min_interactions: int = 3, seed: int = 0,
     Users with fewer than `min_interactions` interactions stay entirely in train.
     """
     inter = data.interactions
+    _refuse_partial_timestamps(inter["timestamp"].to_numpy(), data, "leave_one_out")  # none at all: file order
     order = np.lexsort((np.arange(len(inter)), inter["timestamp"].to_numpy(), inter["user"].to_numpy()))
     users = inter["user"].to_numpy()[order]
     # position from the end within each user's (time-ordered) run

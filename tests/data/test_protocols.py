@@ -92,3 +92,16 @@ def test_random_splits_keep_the_copies_of_a_repeated_pair_together(data):
             assert sum(split.sizes().values()) == len(twice)  # every row dealt, copies included
     # without repeats, dealing pairs is dealing rows: the same split as before
     assert P.pair_groups(inter).tolist() == list(range(len(inter)))
+
+
+def test_time_splits_refuse_a_partly_missing_timestamp_column(data):
+    from recsys_fewshot.data.recdata import RecData
+
+    inter = data.interactions.copy()
+    inter.loc[[3, 7], "timestamp"] = -1  # empty cells in an otherwise filled column
+    partial = RecData(data.name, inter, data.items, data.users, {})
+    for split in (P.temporal, P.leave_one_out):
+        with pytest.raises(DataError, match=r"2 of \d+ interactions .* have no timestamp \(the first: row 3"):
+            split(partial)
+    none = RecData(data.name, inter.assign(timestamp=-1), data.items, data.users, {})
+    assert len(P.leave_one_out(none).test) > 0  # no timestamps at all: file order, as documented
