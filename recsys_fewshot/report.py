@@ -107,6 +107,10 @@ def collect(root: Path) -> tuple[list[Run], list[Run]]:
         raise ReportError(f"{root}: not a folder")
     runs = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: _job_order(p.parent, root)):
+        if (path.parent / "failure.json").exists():
+            # a later start in this folder was refused (it left the earlier results, and .hydra/ now shows
+            # the refused start's overrides): the job's latest attempt failed; listed below as such
+            continue
         try:
             summary = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
@@ -185,10 +189,12 @@ def _show(value: str) -> str:
     return f"{number:.4g}" if len(value) > 8 and not value.isdigit() else value
 
 
-def _cell(mean: float, std: float, digits: int) -> str:
+def _cell(mean: float, std: float, digits: int, count: Optional[int] = None, runs: Optional[int] = None) -> str:
+    """mean ± std; `(count/runs)` added when the metric is missing or undefined (NaN) in some of the runs."""
     if math.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    out = f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return out if count is None or runs is None or count == runs else f"{out} ({count}/{runs})"
 
 
 def to_markdown(table: Table, title: str = "", digits: int = 4) -> str:
@@ -206,7 +212,7 @@ def to_markdown(table: Table, title: str = "", digits: int = 4) -> str:
     lines.append("|" + "|".join(["---"] * len(table.keys) + ["--:"] * (1 + len(table.metrics))) + "|")
     for row, stats, runs in zip(table.rows, table.stats, table.runs):
         cells = [_show(row[k]) for k in table.keys] + [str(len(runs))]
-        cells += [_cell(stats[m][0], stats[m][1], digits) for m in table.metrics]
+        cells += [_cell(stats[m][0], stats[m][1], digits, stats[m][2], len(runs)) for m in table.metrics]
         lines.append("| " + " | ".join(cells) + " |")
     if table.failed:
         lines += ["", "Failed jobs:", ""]
@@ -217,16 +223,17 @@ def to_markdown(table: Table, title: str = "", digits: int = 4) -> str:
 
 
 def to_frame(table: Table):
-    """The table as a pandas DataFrame: swept keys, n, then `<metric>_mean` / `<metric>_std` columns."""
+    """The table as a pandas DataFrame: swept keys, n, then `<metric>_mean` / `<metric>_std` / `<metric>_n`
+    (the runs that define the metric) columns."""
     import pandas as pd
 
     records = []
     for row, stats, runs in zip(table.rows, table.stats, table.runs):
         rec: dict[str, Any] = {**row, "n": len(runs)}
         for m in table.metrics:
-            rec[f"{m}_mean"], rec[f"{m}_std"] = stats[m][0], stats[m][1]
+            rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_n"] = stats[m]
         records.append(rec)
-    columns = [*table.keys, "n", *(f"{m}_{s}" for m in table.metrics for s in ("mean", "std"))]
+    columns = [*table.keys, "n", *(f"{m}_{s}" for m in table.metrics for s in ("mean", "std", "n"))]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

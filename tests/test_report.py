@@ -146,3 +146,21 @@ def test_parse_override_forms():
     assert rep.parse_override("+trainer.x=1") == ("trainer.x", "1")
     assert rep.parse_override("++a.b=c=d") == ("a.b", "c=d")
     assert rep.parse_override("~logger") == ("logger", "<deleted>")
+
+
+def test_a_refused_later_start_makes_the_job_failed_and_partial_metrics_show_their_count(tmp_path):
+    root = tmp_path / "sweep"
+    make_job(root, 0, ["head.dim=8", "seed=0"], test={"rmse": 0.9, "auc": 0.70})
+    make_job(root, 1, ["head.dim=8", "seed=1"], test={"rmse": 1.0, "auc": None})  # AUC undefined (one class)
+    refused = make_job(root, 2, ["head.dim=16", "seed=0"], test={"rmse": 0.5, "auc": 0.9})
+    # a rerun of job 2 with head.dim=0 was refused: the old metrics.json stays, .hydra/ shows the refused start
+    (refused / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["head.dim=0", "seed=0"]))
+    (refused / "failure.json").write_text(json.dumps({"error": "ValueError: head.dim=0: expected an integer >= 1"}))
+    runs, failed = rep.collect(root)
+    assert [r.path.name for r in runs] == ["0", "1"] and [r.path.name for r in failed] == ["2"]
+    assert "head.dim=0" in failed[0].error
+    table = rep.build_table(runs, failed, metrics=["test/rmse", "test/auc"])
+    text = rep.to_markdown(table)
+    assert "| 2 | 0.9500 ± 0.0707 | 0.7000 (1/2) |" in text  # the AUC mean is over 1 of the 2 runs
+    frame = rep.to_frame(table)
+    assert frame.loc[0, "n"] == 2 and frame.loc[0, "test/auc_n"] == 1 and frame.loc[0, "test/rmse_n"] == 2
