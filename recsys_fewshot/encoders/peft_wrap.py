@@ -73,7 +73,8 @@ def peft_config(method: str, knobs: dict[str, Any], total_steps: int, tokenizer_
 
 
 def _is_unused(name: str) -> bool:
-    return name.startswith(UNUSED_PREFIXES)
+    """A parameter of a module the text vectors never go through (also under PEFT's ``base_model.model.``)."""
+    return any(name.startswith(p) or f".{p}" in name for p in UNUSED_PREFIXES)
 
 
 def wrap(model: nn.Module, method: str, knobs: Optional[dict[str, Any]] = None, total_steps: int = 1,
@@ -87,7 +88,13 @@ def wrap(model: nn.Module, method: str, knobs: Optional[dict[str, Any]] = None, 
     if method in PEFT_METHODS:
         from peft import get_peft_model
 
-        return get_peft_model(model, peft_config(method, knobs, total_steps, tokenizer_path))
+        wrapped = get_peft_model(model, peft_config(method, knobs, total_steps, tokenizer_path))
+        # an adapter a target pattern put on an unused module (e.g. "dense" also matches pooler.dense) would
+        # never get a gradient: dead parameters on one process, a DDP "unused parameters" error on several
+        for name, param in wrapped.named_parameters():
+            if param.requires_grad and _is_unused(name):
+                param.requires_grad_(False)
+        return wrapped
     for name, param in model.named_parameters():
         if _is_unused(name):
             continue
@@ -131,7 +138,16 @@ def save(module: nn.Module, method: str, folder: Path) -> Path:
     tmp = folder.parent / f".{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
-        if method in PEFT_METHODS or method == "full":
+        if method == "adalora":
+            # AdaLoRA's rank_pattern is the LAST step's; the weights in memory may be an earlier (best) epoch's,
+            # masked by another pattern: save them whole (rank_pattern=None), exactly what produced the metrics
+            config = module.peft_config[module.active_adapter]
+            pattern, config.rank_pattern = config.rank_pattern, None
+            try:
+                module.save_pretrained(str(tmp))
+            finally:
+                config.rank_pattern = pattern
+        elif method in PEFT_METHODS or method == "full":
             module.save_pretrained(str(tmp))
         elif method == "bitfit":
             tracking.write_safetensors(tmp / BITFIT_FILE,

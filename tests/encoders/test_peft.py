@@ -143,3 +143,49 @@ def test_warm_frozen_run_imports_neither_transformers_nor_peft(small_ml100k, tin
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED []" in proc.stdout, proc.stdout[-500:]
+
+
+def test_adapters_a_pattern_puts_on_the_unused_pooler_are_frozen(small_ml100k, tiny_bert, tmp_path):
+    s = stages(*base(small_ml100k, tiny_bert, tmp_path / "cache", "peft=lora",
+                     "peft.target_modules=[query,key,value,dense]", "trainer.max_epochs=1"))
+    names = [n for n, _ in s.text.encoder.named_parameters()]
+    trainable = {n for n, p in s.text.encoder.named_parameters() if p.requires_grad}
+    assert any("pooler.dense.lora_A" in n for n in names)  # "dense" matched the pooler too ...
+    assert not any("pooler" in n for n in trainable)  # ... but nothing there trains (DDP would fail on it)
+    assert any("output.dense.lora_A" in n for n in trainable)
+
+
+def test_adalora_saves_the_weights_in_memory_whatever_its_last_rank_pattern(tiny_bert, tmp_path):
+    """Early stopping restores an earlier epoch's weights while AdaLoRA's rank_pattern is the last step's:
+    the saved adapter must still score exactly like the model in memory."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from recsys_fewshot.encoders import peft_wrap
+
+    knobs = dict(compose("peft=adalora").peft)
+    torch.manual_seed(0)
+    model = peft_wrap.wrap(AutoModel.from_pretrained(tiny_bert), "adalora", knobs, total_steps=10)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_" in name:
+                param.normal_(std=0.5)  # every rank live in memory
+    pattern = {}
+    for name, param in model.base_model.model.named_parameters():
+        if ".lora_E." in name:
+            keep = [True] * param.shape[0]
+            keep[0] = False  # the last step's pattern prunes rank 0, which the weights in memory still use
+            pattern[name] = keep
+    config = model.peft_config[model.active_adapter]
+    config.rank_pattern = pattern
+    model.eval()
+    batch = AutoTokenizer.from_pretrained(tiny_bert)(["a small test", "another one"], return_tensors="pt",
+                                                     padding=True)
+    with torch.no_grad():
+        expected = model(**batch).last_hidden_state
+    peft_wrap.save(model, "adalora", tmp_path / "encoder")
+    assert config.rank_pattern == pattern  # left as it was for training to go on
+    reloaded, method = peft_wrap.load(AutoModel.from_pretrained(tiny_bert), tmp_path / "encoder")
+    reloaded.eval()
+    with torch.no_grad():
+        got = reloaded(**batch).last_hidden_state
+    assert method == "adalora" and torch.allclose(got, expected, atol=1e-5)
