@@ -57,7 +57,7 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
     if not weights.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no model.safetensors (the run did not finish?)")
     t = cfg.trainer  # same precision and batching as training (the catalogue pass autocasts under bf16/fp16)
-    accelerator = Accelerator(cpu=t.cpu, **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
+    accelerator = Accelerator(cpu=runtime.use_cpu(t.cpu), **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
                                                                        t.split_batches))
     set_seed(cfg.seed)
     data = train.load_data(cfg)

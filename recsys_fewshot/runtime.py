@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+log = logging.getLogger(__name__)
 RANK_ENV = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")
 PRECISIONS = ("no", "bf16", "fp16")
 _HYDRA_OUTPUT_KEYS = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.output_subdir=", "hydra/job_logging=",
@@ -76,6 +78,27 @@ def shared_run_dir(run_dir: Path, accelerator) -> Path:
     box = [str(run_dir)]
     broadcast_object_list(box, from_process=0)
     return Path(box[0])
+
+
+def use_cpu(requested: bool) -> bool:
+    """`trainer.cpu`, or True when a launcher started several processes (torchrun: WORLD_SIZE > 1) on a
+    machine without CUDA: Accelerate would otherwise not join them into one job, and every process would run
+    the whole job on its own (twice the work, one result kept)."""
+    if requested:
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and not torch.cuda.is_available():
+        log.warning("%s processes launched without CUDA: running them as one job on the CPU (trainer.cpu=true)",
+                    os.environ["WORLD_SIZE"])
+        return True
+    return False
+
+
+def recorded_precision(mixed_precision: str, device) -> str:
+    """What a run really computes in: fp16 autocast does not exist on the CPU (Accelerate runs it as fp32)."""
+    if mixed_precision == "fp16" and getattr(device, "type", str(device)) == "cpu":
+        log.warning("trainer.mixed_precision=fp16 on the CPU runs in fp32 (no fp16 autocast there); recorded as 'no'")
+        return "no"
+    return mixed_precision
 
 
 def accelerator_options(mixed_precision: str, gradient_accumulation_steps: int, split_batches: bool) -> dict:

@@ -392,7 +392,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         cfg.logger.name, run_dir, cfg.logger.mode, cfg.logger.group or job.group, [*job.tags, *cfg.logger.tags],
         cfg.logger.entity, job.run_name(run_dir.name), job_type=cfg.logger.job_type or job.job_type)
     t = cfg.trainer
-    accelerator = Accelerator(cpu=t.cpu, log_with=log_with or None, project_dir=str(run_dir),
+    accelerator = Accelerator(cpu=runtime.use_cpu(t.cpu), log_with=log_with or None, project_dir=str(run_dir),
                               **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
                                                             t.split_batches))
     run_dir = runtime.shared_run_dir(run_dir, accelerator)  # rank 0's, on every rank
@@ -472,7 +472,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             **({"kg": kg_run_summary(kg_side, result.history)} if kg_side is not None else {}),
             **({"test_adapted": adapted} if adapted else {}),
             "training": {"peft": cfg.peft.method, "processes": accelerator.num_processes,
-                         "mixed_precision": t.mixed_precision, "updates": result.updates,
+                         "mixed_precision": runtime.recorded_precision(t.mixed_precision, accelerator.device),
+                         "updates": result.updates,
                          "samples_per_second": round(result.samples / max(result.train_seconds, 1e-9), 1),
                          **({"encoder_parameters": text.parameter_counts()} if text is not None else {})},
         }

@@ -69,6 +69,23 @@ def test_two_processes_give_the_metrics_of_one_in_one_run_dir_with_one_cache_wri
         assert two["test"][name] == pytest.approx(value, abs=tol), name
 
 
+def test_cpu_is_chosen_for_a_multi_process_launch_without_cuda_and_fp16_is_recorded_as_fp32(monkeypatch):
+    import torch
+
+    from recsys_fewshot import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert runtime.use_cpu(False) is False and runtime.use_cpu(True) is True
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert runtime.use_cpu(False) is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.use_cpu(False) is False  # GPUs: Accelerate joins the processes itself
+    assert runtime.recorded_precision("fp16", torch.device("cpu")) == "no"
+    assert runtime.recorded_precision("bf16", torch.device("cpu")) == "bf16"
+    assert runtime.recorded_precision("fp16", torch.device("cuda", 0)) == "fp16"
+
+
 @pytest.mark.slow
 def test_scale_preset_on_two_processes_matches_one(tmp_path):
     """experiment=scale (user-grouped batches, sparse ID-table gradients all-reduced by DDP over gloo,
@@ -82,9 +99,11 @@ def test_scale_preset_on_two_processes_matches_one(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "recsys_fewshot.train", *common, f"cache_dir={tmp_path / 'cache2'}", f"hydra.run.dir={run}"],
+         "-m", "recsys_fewshot.train", *[c for c in common if c != "trainer.cpu=true"],  # no CUDA: joined anyway
+         f"cache_dir={tmp_path / 'cache2'}", f"hydra.run.dir={run}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "2 processes launched without CUDA: running them as one job on the CPU" in proc.stdout + proc.stderr
     two = json.loads((run / "metrics.json").read_text())
     assert two["training"]["processes"] == 2 and two["training"]["updates"] == one["training"]["updates"]
     for name in ("rmse", "mae", "auc"):
