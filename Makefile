@@ -47,12 +47,14 @@ report: venv
 # `make bench`: the speed and scale table (scripts/bench_speed.py; README "Performance"), about an hour on 2 cores.
 # BENCH_ARGS=--quick: tiny sizes, under a minute. Section 5 (implicit ALS, LightFM) runs in its own venv,
 # PEERS_VENV, kept out of the project's (`make peers-venv` builds it; without it the section is skipped).
+# Whether it is installed is tested by the shell, after the line that builds it (make would expand a
+# $(wildcard ...) before running the recipe's first line).
 BENCH_ARGS ?=
 PEERS_VENV ?= /tmp/recsys-fewshot-peers
 bench: venv
 	-$(MAKE) peers-venv
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) scripts/bench_speed.py \
-		$(if $(wildcard $(PEERS_VENV)/bin/python),--peers-python $(PEERS_VENV)/bin/python,) $(BENCH_ARGS)
+		$$([ -f $(PEERS_VENV)/.installed ] && echo --peers-python $(PEERS_VENV)/bin/python) $(BENCH_ARGS)
 
 # lightfm ships only an sdist whose setup.py fails under build isolation: build it against the venv's setuptools
 peers-venv: $(PEERS_VENV)/.installed

@@ -9,6 +9,7 @@
 #   OUT=/tmp/bench_kg bash scripts/bench_kg.sh kg.weight=1.0   # elsewhere; extra overrides go to every run
 #
 # Needs RECSYS_FEWSHOT_DATA with ml-100k/. Each job uses one thread (OMP_NUM_THREADS=1): the presets run side by side.
+# A failed sweep or job does not stop the others: every table that can be built is printed, then the script exits 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -25,17 +26,19 @@ declare -A METRICS=(
   [cold_users_k5_ranking]="test/ndcg@10 test/recall@20 valid/ndcg@10 best_epoch"
   [warm]="test/recall@20 test/ndcg@10 valid/ndcg@10 best_epoch"
 )
-pids=()
+declare -A PIDS=()
 for preset in $PRESETS; do
   "$PY" -m recsys_fewshot.train -m "experiment=$preset" "kg=$KG" "seed=$SEEDS" logger=none trainer.progress=false \
     "hydra.sweep.dir=$OUT/$preset" "$@" > "$OUT/$preset.log" 2>&1 &
-  pids+=($!)
+  PIDS[$preset]=$!
 done
 status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-[ "$status" = 0 ] || echo "a sweep failed: see $OUT/*.log" >&2
-for preset in $PRESETS; do
+failed=()
+for preset in $PRESETS; do wait "${PIDS[$preset]}" || { status=1; failed+=("$preset"); }; done
+[ "$status" = 0 ] || echo "sweep(s) failed: ${failed[*]} (see $OUT/<preset>.log); the tables below hold the finished jobs" >&2
+for preset in $PRESETS; do  # set -e must not stop here: one preset without a table leaves the others'
   echo "### $preset"
-  "$PY" -m recsys_fewshot.report "$OUT/$preset" --metrics ${METRICS[$preset]:-test/ndcg@10} seconds/total
+  "$PY" -m recsys_fewshot.report "$OUT/$preset" --metrics ${METRICS[$preset]:-test/ndcg@10} seconds/total \
+    || { status=1; echo "no table for $preset (see $OUT/$preset.log)" >&2; }
 done
 exit $status

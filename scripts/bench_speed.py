@@ -103,12 +103,13 @@ def bench_env(work: Path) -> dict[str, str]:
 
 def run_cli(overrides: list[str], work: Path, name: str, timeout: int = 3600, reuse: bool = False) -> dict:
     """One `recsys_fewshot.train` process: its metrics.json, wall clock, peak RSS and imported heavy modules.
-    `reuse`: an earlier invocation's finished run of the same name is read back instead of run again."""
+    `reuse`: an earlier invocation's finished run of the same name and the same overrides is read back instead
+    of run again (a run with other settings is run again)."""
     run_dir = work / "runs" / name
     report = work / "runs" / f"{name}.report.json"
     if reuse and report.is_file() and (run_dir / "metrics.json").is_file():
         saved = json.loads(report.read_text())
-        if "wall" in saved:
+        if "wall" in saved and saved.get("overrides") == list(overrides):
             return {"metrics": json.loads((run_dir / "metrics.json").read_text()), **saved}
     report.parent.mkdir(parents=True, exist_ok=True)
     env = {**bench_env(work), "BENCH_REPORT": str(report)}
@@ -279,6 +280,7 @@ def section_scale(table: Table, args, work: Path) -> dict[int, Path]:
     grid = QUICK_SCALE if args.quick else FULL_SCALE
     if args.scale_sizes:
         grid = [(int(n), users, items) for n in args.scale_sizes.split(",") for _, users, items in grid[:1]]
+    grid = sorted(grid)  # smallest first: growth = largest / smallest size, the goals judged on the largest
     sizes = [n for n, _, _ in grid]
     folders, costs = {}, {}
     for n, users, items in grid:
@@ -323,7 +325,7 @@ def section_scale(table: Table, args, work: Path) -> dict[int, Path]:
                   verdict(out["peak_rss"] <= GOALS["rss_gib"] * 2**30, "<= 4 GiB") if n == sizes[-1] else "")
     if len(sizes) != 2:
         return folders
-    small, big = sizes
+    small, big = sorted(sizes)
     for i, name in enumerate(("epoch", "eval", "peak RSS")):
         growth = costs[big][i] / max(costs[small][i], 1e-9)
         table.add("4 scale", f"{name}: cost {big // small}x data", f"{growth:.1f}x", "",
@@ -437,7 +439,7 @@ def main() -> None:
     parser.add_argument("--scale-train-batches", type=int, default=0,
                         help="time only this many training batches and extrapolate the epoch (0: whole epoch)")
     parser.add_argument("--reuse-runs", action="store_true",
-                        help="read back the finished scale runs (same size) of an earlier invocation")
+                        help="read back the finished scale runs of an earlier invocation (same size and settings)")
     parser.add_argument("--eval-chunk-size", type=int, default=1024, help="users scored at once")
     parser.add_argument("--peers-python", help="a Python with implicit and/or lightfm installed")
     parser.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,8 @@ def test_bench_script_runs_one_multirun_and_prints_the_table(tmp_path, tiny_bert
     root = tmp_path / "data"
     write_ml100k(root / "ml-100k", n_users=40, n_items=30, n_per_user=20, seed=5)
     env = {**os.environ, "RECSYS_FEWSHOT_DATA": str(root), "SHOTS": "8", "SEEDS": "0,1",
-           "METHODS": "likerate,fewshot", "VALID": "full", "OUT": str(tmp_path / "sweep"), "HF_HUB_OFFLINE": "1"}
+           "METHODS": "likerate,fewshot", "VALID": "full", "OUT": str(tmp_path / "sweep"), "HF_HUB_OFFLINE": "1",
+           "PYTHON": sys.executable}  # this test's Python, not the script's fallback (./.venv or python3)
     proc = subprocess.run(["bash", "scripts/bench_fewshot.sh", "movie", f"encoder.name_or_path={tiny_bert}",
                            f"cache_dir={tmp_path / 'cache'}", "split.n_samples=300", "split.history_len=5",
                            "trainer.max_epochs=5"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
