@@ -104,6 +104,7 @@ BAD = {
     "bad template column": (["dataset.text_template={plot}"], "plot"),
     "empty test split": (["split.test_ratio=0.0"], "test set is empty"),
     "unknown batching": (["trainer.batching=shuffled"], "trainer.batching"),
+    "unknown experiment preset": (["experiment=warm_eas"], "Could not find 'experiment/warm_eas'"),
 }
 
 
