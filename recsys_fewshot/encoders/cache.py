@@ -5,7 +5,8 @@ Layout: ``<cache_dir>/embeddings/<encoder.identity[:16]>/<sha256>.safetensors``;
 (float32 ``[n, dim]``). A run looks every text up across the shards, encodes only the missing
 (distinct) texts and writes them as one new shard, atomically. Shards are never modified, so
 concurrent runs can share a cache. A fully warm lookup never loads the model (nor imports
-``transformers``).
+``transformers``). ``<cache_dir>/embeddings/file_digests.json`` memoises the sha256 of the model's files
+(the identity hashes them in full; see :func:`~recsys_fewshot.encoders.text_encoder.file_digests`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from recsys_fewshot.encoders.text_encoder import TextEncoder
+from recsys_fewshot.encoders.text_encoder import DIGESTS_FILE, TextEncoder
 
 KEY_BYTES = 16
 
@@ -79,6 +80,9 @@ def encode_cached(encoder: TextEncoder, texts: list[str],
     are encoded once.
     """
     start, calls_before = time.perf_counter(), encoder.forward_calls
+    memoise = getattr(encoder, "memoise_digests", None)
+    if cache_dir is not None and callable(memoise):  # warm runs skip re-hashing the model's weights
+        memoise(Path(cache_dir) / "embeddings" / DIGESTS_FILE)
     distinct = list(dict.fromkeys(texts))
     position = {text: i for i, text in enumerate(distinct)}
     vectors = torch.empty(len(distinct), encoder.dim)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ import torch
 POOLINGS = ("cls", "mean", "last")
 DTYPES = ("float32", "bfloat16")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-_CHUNK = 1 << 20  # bytes hashed at each end of a weight file
+_HASH_BLOCK = 8 << 20  # bytes read at a time when hashing a model file
+DIGESTS_FILE = "file_digests.json"  # memo of model files' sha256, in the cache (see model_identity)
+_RACY_NS = 2_000_000_000  # a file changed this recently may change again within one timestamp tick
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "merges.txt", "vocab.json",
                     "special_tokens_map.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
@@ -48,7 +52,17 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    """Offline mode as huggingface_hub sees it (HF_HUB_OFFLINE, else TRANSFORMERS_OFFLINE)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        constants = None
+    if constants is not None and callable(getattr(constants, "is_offline_mode", None)):
+        return bool(constants.is_offline_mode())
+    if constants is not None and hasattr(constants, "HF_HUB_OFFLINE"):
+        return bool(constants.HF_HUB_OFFLINE)
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def resolve_model_path(name_or_path: str) -> Path:
@@ -80,15 +94,21 @@ def _hub_snapshot(repo_id: str) -> Path:
         from huggingface_hub import HfApi, snapshot_download
 
         ignore = list(_HUB_IGNORE)
-        if not offline and any(f.endswith(".safetensors") for f in HfApi().list_repo_files(repo_id)):
-            ignore.append("*.bin")  # the same weights twice: keep the safetensors copy
+        if not offline:
+            try:  # one request, no retries (list_repo_files retries for ~25 s when the hub is unreachable)
+                files = [s.rfilename for s in HfApi().model_info(repo_id).siblings or []]
+            except Exception:  # noqa: BLE001 - e.g. no network: snapshot_download falls back to the cache
+                files = []
+            if any(f.endswith(".safetensors") for f in files):
+                ignore.append("*.bin")  # the same weights twice: keep the safetensors copy
         folder = Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=ignore))
     except Exception as err:  # noqa: BLE001 - every hub failure gets the same actionable message
         first_sentence = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
         reason = f"{type(err).__name__}: {first_sentence}"
         raise EncoderError(
             f"encoder.name_or_path={repo_id!r} is not a local folder and could not be loaded from the "
-            f"Hugging Face hub ({reason}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            f"Hugging Face hub ({reason}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}, "
+            f"TRANSFORMERS_OFFLINE={os.environ.get('TRANSFORMERS_OFFLINE', 'unset')}). "
             f"Download it where the hub is reachable (e.g. `hf download {repo_id}`, formerly "
             f"`huggingface-cli download {repo_id}`) or point encoder.name_or_path at a local copy."
         ) from err
@@ -97,23 +117,86 @@ def _hub_snapshot(repo_id: str) -> Path:
     return folder
 
 
-def _file_fingerprint(path: Path, digest: Any) -> None:
-    """Feed name, size and the sha256 of the first and last MiB of a file into `digest`."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(_CHUNK)
-        fh.seek(max(0, size - _CHUNK))
-        tail = fh.read(_CHUNK)
-    digest.update(f"{path.name}\0{size}\0".encode())
-    digest.update(hashlib.sha256(head).digest())
-    digest.update(hashlib.sha256(tail).digest())
+def _hash_file(path: Path) -> str:
+    """sha256 hex of a file's whole contents, read in large blocks."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_HASH_BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            n = fh.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
 
 
-def model_identity(path: Path) -> str:
-    """A cheap, stable fingerprint of a model folder (no transformers import, independent of its location).
+def _stat_key(stat: os.stat_result) -> list[int]:
+    """What must not change for a memoised digest to stay valid."""
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev]
+
+
+def _read_digests(memo: Path) -> dict[str, Any]:
+    """The memo's entries ({resolved path: {"stat": [...], "sha256": hex}}); {} when absent or unreadable."""
+    try:
+        data = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) and data.get("version") == 1 else None
+    return files if isinstance(files, dict) else {}
+
+
+def _write_digests(memo: Path, new: dict[str, Any]) -> None:
+    """Merge `new` into the memo (re-read just before, to keep a concurrent writer's entries) and write it
+    atomically; entries of files that no longer exist are dropped. Failures are ignored: it is only a memo."""
+    tmp = memo.with_name(f".{memo.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        files = {k: v for k, v in _read_digests(memo).items() if os.path.exists(k)}
+        files.update(new)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x", encoding="utf-8") as fh:
+            json.dump({"version": 1, "files": files}, fh, separators=(",", ":"), sort_keys=True)
+        os.replace(tmp, memo)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def file_digests(files: list[Path], memo: Path | None = None) -> list[str]:
+    """sha256 hex of each file's full contents.
+
+    With `memo` (a JSON file, normally ``<cache_dir>/embeddings/file_digests.json``), a digest is reused
+    while the file's resolved path, size, mtime, ctime, inode and device are unchanged, so a warm run does
+    not re-read gigabytes of weights. A file changed less than 2 s before it is hashed is not memoised
+    (a later change could keep the same coarse timestamps); a corrupt memo is ignored and rewritten.
+    """
+    known = _read_digests(memo) if memo is not None else {}
+    digests, new = [], {}
+    for file in files:
+        real = Path(file).resolve()  # hub snapshots link to content-addressed blobs
+        key = _stat_key(real.stat())
+        entry = known.get(str(real))
+        if (isinstance(entry, dict) and entry.get("stat") == key and isinstance(entry.get("sha256"), str)
+                and len(entry["sha256"]) == 64):
+            digests.append(entry["sha256"])
+            continue
+        started = time.time_ns()
+        digest = _hash_file(real)
+        digests.append(digest)
+        if started - max(key[1], key[2]) > _RACY_NS and _stat_key(real.stat()) == key:
+            new[str(real)] = {"stat": key, "sha256": digest}
+    if memo is not None and new:
+        _write_digests(memo, new)
+    return digests
+
+
+def model_identity(path: Path, memo: Path | None = None) -> str:
+    """A stable fingerprint of a model folder (no transformers import, independent of its location).
 
     sha256 over config.json plus, for each weight and tokenizer file, its name, size and the sha256 of
-    its first and last MiB.
+    its full contents (any changed weight changes it). `memo`: see :func:`file_digests`.
     """
     path = Path(path)
     config = path / "config.json"
@@ -124,8 +207,8 @@ def model_identity(path: Path) -> str:
                    and (p.name.endswith(_WEIGHT_SUFFIXES) or p.name in _TOKENIZER_FILES))
     if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in files):
         raise EncoderError(f"model folder {path} has no weight file (*.safetensors or *.bin)")
-    for file in files:
-        _file_fingerprint(file, digest)
+    for file, sha in zip(files, file_digests(files, memo)):
+        digest.update(f"{file.name}\0{file.stat().st_size}\0{sha}\0".encode())
     return digest.hexdigest()
 
 
@@ -203,6 +286,7 @@ class TextEncoder:
                              f"({limit[1]} in {self._path / 'config.json'}); set encoder.max_length to at most "
                              f"{limit[0]}")
         self._identity: str | None = None
+        self._digest_memo: Path | None = None
         self._dim: int | None = None
         self._model: Any = None
         self._tokenizer: Any = None
@@ -212,11 +296,16 @@ class TextEncoder:
         """The local model folder."""
         return self._path
 
+    def memoise_digests(self, memo: Path | None) -> None:
+        """Reuse/record the model files' sha256 in `memo` when :attr:`identity` is computed (see
+        :func:`file_digests`); the embedding cache points it into its folder."""
+        self._digest_memo = None if memo is None else Path(memo)
+
     @property
     def identity(self) -> str:
         """sha256 hex of the model fingerprint and every setting that changes the vectors."""
         if self._identity is None:
-            parts = [model_identity(self._path), self.pooling, str(self.max_length),
+            parts = [model_identity(self._path, self._digest_memo), self.pooling, str(self.max_length),
                      str(self.normalize), self.dtype]
             self._identity = hashlib.sha256("\0".join(parts).encode()).hexdigest()
         return self._identity

@@ -141,6 +141,36 @@ class TextTower(nn.Module):
         return peft_wrap.save(self.encoder, self.method, folder)
 
 
+def prepended_positions(module: nn.Module) -> int:
+    """Positions a prompt-learning adapter takes in front of every text (0 for other methods).
+
+    Prompt tuning (and p-tuning) prepends its virtual tokens to the input embeddings; prefix tuning prepends
+    key/value pairs, and the model numbers the text's positions after them (BERT, RoBERTa, GPT-2 start
+    position ids at the past key/value length). Either way the text gets that many positions fewer.
+    """
+    config = getattr(module, "active_peft_config", None)
+    if config is not None and getattr(config, "is_prompt_learning", False):
+        return int(getattr(config, "num_virtual_tokens", 0) or 0)
+    return 0
+
+
+def check_positions(model_path: Path, max_length: int, virtual: int, method: str, source: str = "") -> None:
+    """ValueError naming encoder.max_length, peft.num_virtual_tokens and the limit when the text and the
+    `virtual` prepended positions do not fit in the model's position embeddings."""
+    from recsys_fewshot.encoders.text_encoder import _config_position_limit
+
+    found = _config_position_limit(Path(model_path))
+    if found is None or virtual <= 0 or max_length + virtual <= found[0]:
+        return
+    limit, where = found
+    fix = (f"set encoder.max_length to at most {limit - virtual} or lower peft.num_virtual_tokens"
+           if limit > virtual else f"set peft.num_virtual_tokens below {limit}")
+    raise ValueError(f"encoder.max_length={max_length} + peft.num_virtual_tokens={virtual}{source} = "
+                     f"{max_length + virtual} positions exceed the model's limit of {limit} "
+                     f"({where} in {Path(model_path) / 'config.json'}): peft={method} puts its virtual tokens in "
+                     f"front of every text; {fix}")
+
+
 def build_tower(name_or_path: str, texts: list[str], *, pooling: str, max_length: int, normalize: bool,
                 batch_size: int, method: str, knobs: Optional[dict] = None, total_steps: int = 1,
                 device: Optional[str] = None, autocast: Optional[str] = None,
@@ -154,11 +184,17 @@ def build_tower(name_or_path: str, texts: list[str], *, pooling: str, max_length
         raise ValueError("peft=frozen has no trainable text tower: its vectors come from the embedding cache")
     encoder = TextEncoder(name_or_path, pooling=pooling, max_length=max_length, batch_size=batch_size,
                           normalize=normalize, device=device)
+    virtual = (knobs or {}).get("num_virtual_tokens")
+    if adapter is None and method in ("prefix", "prompt") and isinstance(virtual, int):
+        check_positions(encoder.path, int(max_length), virtual, method)  # before loading the model
     model, tokenizer = encoder.load()
     if adapter is not None:
         module, method = peft_wrap.load(model, Path(adapter))
+        check_positions(encoder.path, int(max_length), prepended_positions(module), method,
+                        f" (of the trained encoder in {adapter})")
     else:
         module = peft_wrap.wrap(model, method, knobs, total_steps, tokenizer_path=str(encoder.path))
+        check_positions(encoder.path, int(max_length), prepended_positions(module), method)
     flat, lengths = tokenize(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return TextTower(module, flat, lengths, encoder.dim, pad_id, pooling, normalize,
