@@ -8,6 +8,7 @@ weights before returning.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,9 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
         config: Optional[dict] = None) -> FitResult:
     """Train `loss_module` (which holds `model`); returns the best epoch's validation metrics.
 
-    `evaluate(model)` must return a dict holding `monitor`; NaN counts as no improvement.
+    `evaluate(model)` must return a dict holding `monitor`; NaN counts as no improvement. A non-finite
+    training loss, or `evaluate` raising FloatingPointError (non-finite predictions), means the run diverged:
+    it stops with the best epoch's weights (an error when no epoch was good yet).
     `on_step(n)` runs after the n-th optimizer step, before the gradients are cleared. Every
     `checkpoint_every` optimizer steps the full state goes to `checkpoint_dir` (see `checkpoint.py`);
     `resume_from` (a checkpoint folder) continues such a run exactly where it stopped; `config` (a
@@ -213,9 +216,24 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
             ckpt.set_rng_state(rng)
             rng = None
         train_loss = float(accelerator.reduce(total, reduction="mean")) / max(batches, 1)
-        model.eval()
-        with torch.no_grad():
-            metrics = evaluate(model)
+        metrics, diverged = {}, None
+        if not math.isfinite(train_loss):  # its predictions are not worth scoring
+            diverged = f"train loss {train_loss}"
+        else:
+            model.eval()
+            with torch.no_grad():
+                try:
+                    metrics = evaluate(model)
+                except FloatingPointError as err:  # non-finite predictions
+                    diverged = str(err)
+        if diverged is not None:
+            if best_state is None:
+                raise FloatingPointError(f"training diverged in epoch {epoch + 1} ({diverged}) with no earlier "
+                                         "epoch to fall back on: lower optimizer.lr (or set trainer.grad_clip)")
+            accelerator.print(f"epoch {epoch + 1}: training diverged ({diverged}); stopping with the weights of "
+                              f"epoch {best_epoch}")
+            history.append({"epoch": epoch + 1, "train/loss": train_loss})
+            break
         if monitor not in metrics:
             raise KeyError(f"trainer.monitor={monitor!r} is not among the validation metrics {sorted(metrics)}")
         extras = epoch_extras() if epoch_extras is not None else {}

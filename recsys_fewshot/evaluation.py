@@ -137,7 +137,7 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
         bad = torch.isnan(scores) | (scores == float("inf"))
         if bad.any():
             who = chunk[bad.any(1).nonzero()[:, 0].cpu().numpy()]
-            raise ValueError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs as NaN or "
+            raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs as NaN or "
                              f"+inf, for {len(who)} users (first: {who[:5].tolist()}): rankings need finite scores")
         rows, cols = exclude.entries(chunk)
         if slot is not None:

@@ -64,6 +64,17 @@ def optimizer_steps(n_rows: int, batch_size: int, max_epochs: int, accumulation:
     return max(1, max_epochs * math.ceil(batches / max(1, accumulation)))
 
 
+def scheduler_steps(n_rows: int, batch_size: int, max_epochs: int, accumulation: int, limit_batches: int = 0,
+                    processes: int = 1, split_batches: bool = True) -> int:
+    """Steps the LR schedule takes in a whole run under Accelerate. With split batches each process takes 1/N
+    of every batch and the prepared scheduler steps once per optimizer step. Without, each process walks its
+    own 1/N of the batches (or `limit_batches` of them) and the prepared scheduler steps N times per optimizer
+    step."""
+    per_step = batch_size * (1 if split_batches else processes)
+    steps = optimizer_steps(n_rows, per_step, max_epochs, accumulation, limit_batches)
+    return steps * (1 if split_batches else processes)
+
+
 class LazyAdamW(torch.optim.Optimizer):
     """AdamW for recommenders with big ID tables: a parameter with a sparse gradient (an embedding built with
     ``sparse=True``) updates only the rows its batch touched, moments included ("lazy" Adam, as

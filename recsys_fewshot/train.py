@@ -202,6 +202,7 @@ def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
 
 def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, task: str, accelerator, log_with,
                 run_dir: Optional[Path] = None, text=None):
+    import numpy as np
     import torch
     from hydra.utils import instantiate
 
@@ -229,8 +230,9 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
         log.info("optimizer %s: sparse gradients for %s", opt["_target_"], ", ".join(tables) or "no table")
     optimizer = instantiate(opt)(params=groups)
     t = cfg.trainer
-    scheduler = optim.build_scheduler(optimizer, lrs["scheduler"], lrs["warmup"], optim.optimizer_steps(
-        len(prep.train_users), t.batch_size, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches))
+    scheduler = optim.build_scheduler(optimizer, lrs["scheduler"], lrs["warmup"], optim.scheduler_steps(
+        len(prep.train_users), t.batch_size, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches,
+        accelerator.num_processes, t.split_batches))
     loader = batch_loader(torch.as_tensor(prep.train_users), torch.as_tensor(prep.train_items),
                           torch.as_tensor(prep.train_targets), batch_size=cfg.trainer.batch_size, shuffle=True,
                           seed=cfg.seed, groups=torch.as_tensor(prep.train_users) if t.batching == "users" else None)
@@ -241,6 +243,8 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
         with using_history(m, prep.eval_histories.valid, prep.history):
             scores = predict_pairs(m, valid["user"].to_numpy(), valid["item"].to_numpy(), accelerator,
                                    cfg.trainer.eval_batch_size)
+            if not np.isfinite(scores).all():
+                raise FloatingPointError(f"{int((~np.isfinite(scores)).sum())} valid predictions are NaN or inf")
             out = pointwise_metrics(spec, valid, scores)
             if task == "ranking" or monitor not in out:
                 candidates = resolve_candidates(spec.candidates, valid, (prep.candidates or {}).get("valid"))
@@ -363,6 +367,13 @@ def check_settings(cfg: DictConfig) -> None:
         at_least("head.dim", cfg.head.dim, 1)
     if t.batching not in BATCHING:
         raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
+    accumulation, limit = t.get("gradient_accumulation_steps") or 1, t.get("limit_train_batches") or 0
+    if limit and limit % accumulation:  # a partial accumulation group at the cut would be carried or lost
+        raise ValueError(f"trainer.limit_train_batches={limit} must be a multiple of "
+                         f"trainer.gradient_accumulation_steps={accumulation}")
+    if (t.get("grad_clip") or 0) > 0 and "lazy" in str(cfg.optimizer.get("_target_", "")).lower():
+        raise ValueError(f"trainer.grad_clip={t.grad_clip} with optimizer={cfg.optimizer._target_}: its sparse ID "
+                         "gradients cannot be norm-clipped; set trainer.grad_clip=0")
     if cfg.optimized_metric:  # its <part>/ is checked by sweeps; here the metric's name, before any training
         metric = str(cfg.optimized_metric).partition("/")[2]
         known = ["rmse", "mae", "auc", "accuracy", "f1", "logloss"] + [f"{m}@{k}" for m in RANKING_METRICS for k in ks]

@@ -120,6 +120,6 @@ def test_ties_are_broken_by_a_fixed_permutation_not_by_item_number():
 def test_nan_scores_stop_the_ranking_with_a_clear_error():
     users = np.arange(5)
     empty = UserHistory.from_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), 5)
-    with pytest.raises(ValueError, match=r"Constant\) scored 1 \(user, item\) pairs as NaN or \+inf, for 1 users "
+    with pytest.raises(FloatingPointError, match=r"Constant\) scored 1 \(user, item\) pairs as NaN or \+inf, for 1 users "
                                          r"\(first: \[3\]\)"):
         rank_users(Constant(nan_users=[3]), users, [np.array([1])] * 5, empty, N_ITEMS, KS, 2, SINGLE)
