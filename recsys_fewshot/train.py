@@ -238,6 +238,17 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
                           seed=cfg.seed, groups=torch.as_tensor(prep.train_users) if t.batching == "users" else None)
     monitor = cfg.trainer.monitor or default_monitor(task)
     spec = prep.spec
+    if monitor == "auc" and len(valid):
+        from recsys_fewshot.evaluation import relevant
+
+        liked = relevant(valid, spec)
+        if liked.all() or not liked.any():  # AUC undefined on every epoch: early stopping would never see a best
+            if cfg.trainer.monitor:
+                raise ValueError(f"trainer.monitor=auc: the {len(valid)} valid rows are all of one class, so AUC is "
+                                 "undefined; monitor logloss (or draw another valid set)")
+            log.warning("the %d valid rows are all of one class (AUC undefined): early stopping monitors logloss",
+                        len(valid))
+            monitor = "logloss"
 
     def evaluate_valid(m) -> dict[str, float]:
         with using_history(m, prep.eval_histories.valid, prep.history):
@@ -365,6 +376,12 @@ def check_settings(cfg: DictConfig) -> None:
         at_least(f"trainer.{key}", t.get(key), 0)
     if "dim" in cfg.head:
         at_least("head.dim", cfg.head.dim, 1)
+    if cfg.get("kg") is not None and cfg.kg.source != "none":
+        at_least("kg.num_negatives", cfg.kg.num_negatives, 1)
+        at_least("kg.batch_size", cfg.kg.batch_size, 1)
+        if not cfg.kg.weight >= 0:
+            raise ValueError(f"kg.weight={cfg.kg.weight}: expected >= 0 (the KG loss's share beside the "
+                             "recommendation loss)")
     if t.batching not in BATCHING:
         raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
     accumulation, limit = t.get("gradient_accumulation_steps") or 1, t.get("limit_train_batches") or 0

@@ -48,3 +48,25 @@ def test_a_run_that_diverges_stops_with_its_best_weights(tmp_path):
     assert all(math.isfinite(v) for v in out["test"].values() if v is not None)
     with pytest.raises(FloatingPointError, match=r"diverged in epoch 1 \(.*NaN or inf\) .* lower optimizer.lr"):
         run_job(tmp_path / "run2", *common, "optimizer.lr=1e30")
+
+
+def test_a_one_class_valid_set_monitors_logloss_and_kg_settings_are_checked(tmp_path):
+    import pandas as pd
+
+    from fakes import write_ctr_csv
+    from recsys_fewshot.train import check_settings
+
+    folder = write_ctr_csv(tmp_path / "ctr")
+    valid = pd.read_csv(folder / "valid.csv", dtype=str, keep_default_na=False)
+    valid.assign(label="1").to_csv(folder / "valid.csv", index=False)  # AUC undefined on valid
+    common = ["dataset=csv", f"dataset.dir={folder}", "split=given", "task=ctr", "head=fewshot", "head.text_probe=false", "encoder=none",
+              "logger=none", "trainer.progress=false", "trainer.cpu=true", f"cache_dir={tmp_path / 'cache'}",
+              "trainer.max_epochs=30", "trainer.patience=3", "eval.ranking=false"]
+    out = run_job(tmp_path / "run", *common)
+    assert out["monitor"] == "logloss" and out["best_epoch"] >= 1  # early stopping had something to compare
+    with pytest.raises(ValueError, match="trainer.monitor=auc: the .* valid rows are all of one class"):
+        run_job(tmp_path / "run2", *common, "trainer.monitor=auc")
+    for override, key in (("kg.num_negatives=0", "kg.num_negatives"), ("kg.batch_size=0", "kg.batch_size"),
+                          ("kg.weight=-1", "kg.weight")):
+        with pytest.raises(ValueError, match=key):
+            check_settings(compose("kg=attributes", override))

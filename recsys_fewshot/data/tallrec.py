@@ -163,7 +163,13 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
             cut = int(round(len(perm) * valid_ratio))
             pool, valid_rows = np.sort(perm[cut:]), np.sort(perm[:cut])
     else:
-        samples = build_samples(inter, history_len, positive_threshold, last=n_samples)
+        use_labels = False
+        if inter["rating"].isna().all():  # a click log: its 0/1 labels take the place of thresholded ratings
+            if "label" not in inter.columns:
+                raise DataError(f"split=tallrec: data set {data.name!r} has neither ratings nor a 'label' column "
+                                "to say which items a user liked")
+            inter, use_labels = inter.assign(rating=inter["label"].astype(np.float32)), True
+        samples = build_samples(inter, history_len, 1.0 if use_labels else positive_threshold, last=n_samples)
         n = len(samples)
         a, b = int(n * train_ratio), int(n * (train_ratio + valid_ratio))
         pool, valid_rows, test_rows = np.arange(a), np.arange(a, b), np.arange(b, n)
@@ -178,7 +184,7 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
     elif valid == "none":
         valid_rows = shots
     # ratings (built from a rating table) or, in sample files, whatever the whole file holds: its format, not content
-    are_labels = values_are_labels(samples["history"]) if source != "ratings" else False
+    are_labels = values_are_labels(samples["history"]) if source != "ratings" else use_labels
 
     def part(rows: np.ndarray) -> pd.DataFrame:
         frame = samples.iloc[rows].reset_index(drop=True)
@@ -361,6 +367,14 @@ def read_tallrec_json(folder: Path, train_file: Optional[str] = "train.json", va
             item_rows.append(item)
         return keys[key]
 
+    resolved: dict[Path, str] = {}
+    for name, code in files:
+        path = Path(name).expanduser()
+        path = (path if path.is_absolute() else folder / path).resolve()
+        part = ("train", "valid", "test")[code]
+        if path in resolved:  # the same samples in two parts: a leak (test samples trained on)
+            raise DataError(f"dataset.{resolved[path]}_file and dataset.{part}_file are the same file ({path})")
+        resolved[path] = part
     rows, codes, user_ids = [], [], []
     for name, code in files:
         path = Path(name).expanduser()

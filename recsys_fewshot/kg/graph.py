@@ -130,7 +130,9 @@ def derived_attributes(data: RecData) -> tuple[pd.DataFrame, pd.DataFrame, dict[
         items["category"] = [f[0] for f in fields]
         items["brand"] = [f[1] for f in fields]
         return items, users, {"category": "in_category", "brand": "has_brand"}, {}
-    skip = {"item", "item_id", "user", "user_id", "title", "text", "description"}
+    # ids and free text are not attributes; nor is a few-shot sample's source user (as_sample_users): linking
+    # samples through it would be a learnt user id, which the few-shot rules exclude
+    skip = {"item", "item_id", "user", "user_id", "title", "text", "description", "source_user"}
     return (items, users, {c: f"has_{c}" for c in items.columns if c not in skip},
             {c: f"has_{c}" for c in users.columns if c not in skip})
 
@@ -176,7 +178,7 @@ def read_triples_tsv(path: Path, data: RecData) -> KnowledgeGraph:
             b.unknown[kind] = b.unknown.get(kind, 0) + 1
         return found
 
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark would glue onto the first entity
         for number, line in enumerate(f, 1):
             line = line.rstrip("\n").rstrip("\r")
             if not line.strip() or line.startswith("#"):

@@ -240,3 +240,29 @@ def test_real_tallrec_book_file_parses_completely():
     assert (data.items["author"] != "").all()  # every book item carries its author
     split = tallrec(data, n_shots=16, seed=0, train_ratio=0.3, valid_ratio=0.2)
     assert split.sizes() == {"train": 16, "valid": 485, "test": 1214}
+
+
+def test_a_click_log_without_ratings_takes_its_labels_and_one_file_cannot_be_two_parts(tmp_path):
+    from recsys_fewshot.data.tallrec import read_tallrec_json, tallrec
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{rng.integers(0, 40)}", int(rng.random() < 0.4), t) for u in range(6) for t in range(30)]
+    folder = tmp_path / "clicks"
+    folder.mkdir()
+    pd.DataFrame(rows, columns=["user_id", "item_id", "label", "timestamp"]).to_csv(folder / "interactions.csv",
+                                                                                      index=False)
+    data = read_csv_dir(folder)
+    split = tallrec(data, n_shots=20, seed=0, n_samples=100, history_len=5)
+    labels = pd.concat([split.train, split.valid, split.test])["label"].to_numpy()
+    assert 0.2 < labels.mean() < 0.6  # the log's own labels (all 0 when ratings >= 4 were read from NaN)
+    hist_values = {v for h in split.test["history"] for _, v in h}
+    assert hist_values == {0.0, 1.0}
+    # the same log without its label column: nothing says what was liked
+    pd.DataFrame([r[:2] + r[3:] for r in rows], columns=["user_id", "item_id", "timestamp"]).to_csv(
+        folder / "interactions.csv", index=False)
+    with pytest.raises(DataError, match="has neither ratings nor a 'label' column"):
+        tallrec(read_csv_dir(folder), n_shots=20, n_samples=100, history_len=5)
+
+    write_tallrec_json(tmp_path / "book" / "valid.json", [(["A"], ["B"], "C", 1), (["B"], [], "A", 0)], noun="book")
+    with pytest.raises(DataError, match=r"dataset.train_file and dataset.test_file are the same file"):
+        read_tallrec_json(tmp_path / "book", "valid.json", None, str(tmp_path / "book" / "valid.json"))

@@ -76,3 +76,17 @@ def test_kg_embedding_ranks_true_tails_above_corrupted_ones(model):
                                 torch.arange(40, 44)[None, :].expand(40, 4))
     hits = (genre_scores.argmax(1).numpy() == heads % 4).mean()
     assert hits >= 0.9, hits  # chance is 0.25
+
+
+def test_a_byte_order_mark_does_not_unlink_the_first_triple_and_sample_users_carry_no_user_id(tmp_path):
+    data = tiny_movies()
+    bom = tmp_path / "bom.tsv"
+    bom.write_text("\ufeffitem:10\tdirected_by\tJane Doe\n", encoding="utf-8")
+    assert read_triples_tsv(bom, data).named() == {("item:10", "directed_by", "Jane Doe")}
+    # few-shot samples served as users of their own keep their source user in a column: not an attribute
+    # (the KG would link a test sample to the shots of the same person: a learnt user id)
+    items = pd.DataFrame({"item": [0, 1], "item_id": ["a", "b"], "title": ["A", "B"], "colour": ["red", "blue"]})
+    users = pd.DataFrame({"user": [0, 1], "user_id": ["train-0", "test-0"], "source_user": ["u1", "u1"]})
+    inter = pd.DataFrame({"user": [0, 1], "item": [0, 1], "rating": np.float32([1, 0]), "timestamp": [-1, -1]})
+    graph = attribute_triples(RecData("samples", inter, items, users).validate())
+    assert {r for _, r, _ in graph.named()} == {"has_colour"}
