@@ -88,16 +88,26 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
 
 def compare(saved: dict, now: dict) -> tuple[list[str], float]:
     """Table lines (metric, metrics.json, now, |diff|) over the test metrics, and the largest difference."""
+    import math
+
+    def number(v) -> Optional[float]:  # None: absent or undefined (metrics.json writes NaN as null)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+    def show(v) -> str:
+        return f"{v:.6f}" if isinstance(v, (int, float)) else "-"
+
     lines = [f"{'test metric':<14}{'metrics.json':>14}{'now':>12}{'|diff|':>12}"]
     worst = 0.0
-    for name, value in now.items():
-        before = saved.get(name)
-        if isinstance(before, (int, float)) and isinstance(value, (int, float)):
+    for name in list(dict.fromkeys([*now, *saved])):
+        before, value = number(saved.get(name)), number(now.get(name))
+        if before is not None and value is not None:
             diff = abs(before - value)
-            worst = max(worst, diff)
-            lines.append(f"{name:<14}{before:>14.6f}{value:>12.6f}{diff:>12.2e}")
+        elif before is None and value is None and name in saved and name in now:
+            diff = 0.0  # undefined both times (e.g. AUC of one class)
         else:
-            lines.append(f"{name:<14}{'-':>14}{value:>12.6f}{'-':>12}")
+            diff = math.inf  # defined on one side only, or missing from one side: not reproduced
+        worst = max(worst, diff)
+        lines.append(f"{name:<14}{show(saved.get(name)):>14}{show(now.get(name)):>12}{diff:>12.2e}")
     return lines, worst
 
 

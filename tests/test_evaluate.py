@@ -77,3 +77,17 @@ def test_evaluate_reproduces_a_few_shot_ctr_run(tmp_path, tiny_bert):
     again = evaluate_run(run)
     assert saved["test"]["auc"] == pytest.approx(again["test"]["auc"], abs=1e-6)
     assert set(again["test"]) == set(saved["test"])
+
+
+def test_check_counts_a_metric_defined_on_one_side_only_as_not_reproduced():
+    import math
+
+    from recsys_fewshot.evaluate import compare
+
+    assert compare({"rmse": 0.9, "auc": 0.7}, {"rmse": 0.9, "auc": 0.7})[1] == 0.0
+    assert compare({"rmse": 0.9, "auc": None}, {"rmse": 0.9, "auc": math.nan})[1] == 0.0  # undefined both times
+    assert compare({"rmse": 0.9, "auc": 0.7}, {"rmse": math.nan, "auc": 0.7})[1] == math.inf
+    assert compare({"rmse": None}, {"rmse": 1.3})[1] == math.inf  # null in metrics.json, a number now
+    assert compare({"rmse": 0.9, "mae": 0.7}, {"rmse": 0.9})[1] == math.inf  # a saved metric not recomputed
+    lines, worst = compare({"rmse": 0.9}, {"rmse": 0.95})
+    assert worst == pytest.approx(0.05) and lines[1].split() == ["rmse", "0.900000", "0.950000", "5.00e-02"]

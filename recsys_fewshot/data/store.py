@@ -2,14 +2,16 @@
 
 A cache entry lives in ``<cache_dir>/recdata/<kind>-<key>/`` with ``tables/`` (a DatasetDict of
 interactions, items, users; folds are int8 columns ``fold:<name>`` of interactions, a CTR history
-is two list columns) and ``meta.json``. The key covers the reader version, the kind, the options
-and every input file's name, size and mtime, so editing any raw file gives a new entry.
+is two list columns) and ``meta.json``. The key covers the reader version, the kind, the options, the
+folder's path and every input file's name, size, mtime, ctime and inode, so editing any raw file gives a
+new entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,22 +25,33 @@ import pandas as pd
 from recsys_fewshot.data import sources
 from recsys_fewshot.data.recdata import DataError, RecData
 
+log = logging.getLogger(__name__)
 CACHE_FORMAT = "1"  # bump when the on-disk layout below changes
 _FOLD = "fold:"
 _HIST_ITEM, _HIST_RATING = "history:item", "history:rating"
 
 
+CACHE_SUBFOLDERS = ("recdata", "embeddings")  # what the caches write under cache_dir
+
+
 def cache_key(kind: str, folder: Path, options: dict[str, Any], skip: Path | None = None) -> str:
-    """Hash of reader version, kind, options and each input file's (relative name, size, mtime_ns)."""
+    """Hash of reader version, kind, options, the folder's resolved path and each input file's (relative
+    name, size, mtime_ns, ctime_ns, inode): an edit that keeps size and mtime (``touch -r``, a pinned
+    archive date) still changes the ctime, and two copies of a folder never share an entry. `skip` (a
+    cache_dir): its cache subfolders are not inputs, should the data folder hold them."""
     folder = Path(folder)
+    skipped = [Path(skip).resolve() / name for name in CACHE_SUBFOLDERS] if skip is not None else []
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if skip is not None and path.resolve().is_relative_to(skip):
+        real = path.resolve()
+        if any(real.is_relative_to(s) for s in skipped):
             continue
         stat = path.stat()
-        files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns])
+        files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                      stat.st_ino])
     blob = json.dumps({"reader": sources.READER_VERSION, "format": CACHE_FORMAT, "kind": kind,
-                       "options": options, "files": files}, sort_keys=True, default=str)
+                       "folder": str(folder.resolve()), "options": options, "files": files},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -52,8 +65,26 @@ def load_cached(kind: str, folder: Path, cache_dir: Path | None, **options: Any)
     if target.is_dir():
         return _load(target)
     data = sources.load_source(kind, folder, **options)
-    _save(data, target)
+    _sweep_stale_partials(root, kind)
+    try:
+        _save(data, target)
+    except OSError as err:  # a read-only or full cache: the tables are read, only not memoised
+        log.warning("could not cache the processed tables of %s in %s (%s); going on without", folder, root, err)
     return data
+
+
+def _sweep_stale_partials(root: Path, kind: str, age_seconds: float = 3600.0) -> None:
+    """Remove temp folders of writers killed before their rename (older than `age_seconds`: not a live one)."""
+    import time
+
+    if not root.is_dir():
+        return
+    for partial in root.glob(f".{kind}-*"):
+        try:
+            if partial.is_dir() and time.time() - partial.stat().st_mtime > age_seconds:
+                shutil.rmtree(partial, ignore_errors=True)
+        except OSError:
+            pass
 
 
 @contextmanager

@@ -310,6 +310,45 @@ def test_cache_none_writes_nothing_and_a_racing_writer_wins(tmp_path):
     assert marker.exists() and [p.name for p in target.parent.iterdir()] == ["entry"]
 
 
+def test_cache_keeps_data_folders_apart_and_sees_edits_that_keep_size_and_mtime(tmp_path):
+    # data folders inside the cache folder (RECSYS_FEWSHOT_CACHE = the data root): each keeps its own entry
+    shared = tmp_path / "shared"
+    movies = write_csv_dataset(shared / "movies")
+    books = write_csv_dataset(shared / "books", n_users=30, n_items=25, seed=5)
+    assert store.load_cached("csv", movies, shared).n_users == 60
+    assert store.load_cached("csv", books, shared).n_users == 30  # not the movies' cached tables
+    # a same-size edit with the old mtime put back (touch -r, a pinned archive date): a new entry
+    first = store.load_cached("csv", movies, tmp_path / "cache")
+    train = movies / "train.csv"
+    text, stat = train.read_text(), train.stat()
+    lines = text.splitlines(keepends=True)
+    column = lines[0].strip().split(",").index("rating")
+    cells = lines[1].rstrip("\n").split(",")
+    assert len(cells[column]) == 1  # one digit: another one keeps the file's size
+    cells[column] = "1" if cells[column] != "1" else "2"
+    lines[1] = ",".join(cells) + "\n"
+    train.write_text("".join(lines))
+    assert train.stat().st_size == stat.st_size
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = store.load_cached("csv", movies, tmp_path / "cache")
+    assert not again.interactions["rating"].equals(first.interactions["rating"])
+    # a cache that cannot be written: the tables are still read
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    assert store.load_cached("csv", books, blocked / "cache").n_users == 30
+
+
+def test_stale_partial_cache_folders_of_killed_writers_are_swept(tmp_path):
+    folder = write_csv_dataset(tmp_path / "d")
+    root = tmp_path / "cache" / "recdata"
+    old, young = root / ".csv-abc-killed", root / ".csv-def-writing"
+    for partial in (old, young):
+        partial.mkdir(parents=True)
+    os.utime(old, (0, 0))
+    store.load_cached("csv", folder, tmp_path / "cache")
+    assert not old.exists() and young.exists()  # a live writer's folder is left alone
+
+
 # ---------------------------------------------------------------- the real files
 @pytest.mark.realdata
 def test_real_data_counts():
