@@ -10,9 +10,10 @@ import pandas as pd
 
 from recsys_fewshot.data.recdata import DataError
 
-_EMPTY_PARENS = re.compile(r"\s*\(\s*\)")
+_EMPTY_PARENS = re.compile(r"\s*(?:\(\s*\)|\[\s*\])")
 _SPACES = re.compile(r"\s{2,}")
-_EMPTY_CLAUSE = re.compile(r"(^|[.!?])\s*[A-Za-z][A-Za-z ]*:\s*(?:\.|$)")  # "Genres: ." with nothing after
+# "Genres: ." with nothing after (labels in any script, with digits, hyphens or spaces: "Sub-genre", "Género")
+_EMPTY_CLAUSE = re.compile(r"(^|[.!?])\s*[^\W\d_][\w -]*:\s*(?:\.|$)")
 
 
 def template_fields(template: str) -> list[str]:
@@ -23,9 +24,15 @@ def render_texts(items: pd.DataFrame, template: str, list_columns: Sequence[str]
                  where: str = "dataset.text_template") -> list[str]:
     """One string per item row. Columns in `list_columns` hold "|"-joined values, rendered "a, b".
 
-    Empty fields leave no debris: "Title ()" becomes "Title", "Genres: ." disappears.
+    Empty fields leave no debris: "Title ()" / "Title []" become "Title", "Genres: ." disappears (also
+    several in a row, and labels like "Sub-genre:" or "Género:").
     """
-    fields = template_fields(template)
+    try:
+        fields = template_fields(template)
+    except ValueError as err:
+        raise DataError(f"{where}={template!r} is not a valid template ({err})") from err
+    if any(not f.isidentifier() for f in fields) or "{}" in template:
+        raise DataError(f"{where}={template!r}: name each field after a column, e.g. {{title}}")
     missing = [f for f in fields if f not in items.columns]
     if missing:
         raise DataError(
@@ -42,7 +49,11 @@ def render_texts(items: pd.DataFrame, template: str, list_columns: Sequence[str]
     for i in range(len(items)):
         text = template.format_map({name: values[name][i] for name in fields})
         text = _EMPTY_PARENS.sub("", text)
-        text = _EMPTY_CLAUSE.sub(r"\1", text)
+        while True:  # one pass leaves the second of two empty clauses in a row
+            cleaned = _EMPTY_CLAUSE.sub(r"\1", text)
+            if cleaned == text:
+                break
+            text = cleaned
         text = _SPACES.sub(" ", text).strip()
         texts.append(text)
     return texts

@@ -105,3 +105,15 @@ def test_time_splits_refuse_a_partly_missing_timestamp_column(data):
             split(partial)
     none = RecData(data.name, inter.assign(timestamp=-1), data.items, data.users, {})
     assert len(P.leave_one_out(none).test) > 0  # no timestamps at all: file order, as documented
+
+
+def test_templates_leave_no_debris_of_empty_fields_in_any_script():
+    items = pd.DataFrame({"title": ["Amélie", "Heat"], "director": ["", "Mann"], "genres": ["", "Crime"],
+                          "genero": ["", "Crimen"], "year": ["", "1995"]})
+    assert render_texts(items, "{title}. Director: {director}. Genres: {genres}.") == [
+        "Amélie.", "Heat. Director: Mann. Genres: Crime."]  # two empty clauses in a row
+    assert render_texts(items, "{title}. Género: {genero}.") == ["Amélie.", "Heat. Género: Crimen."]
+    assert render_texts(items, "{title}. Sub-genre: {genres}.") == ["Amélie.", "Heat. Sub-genre: Crime."]
+    assert render_texts(items, "{title} [{year}].") == ["Amélie.", "Heat [1995]."]
+    with pytest.raises(DataError, match=r"dataset.text_template='\{\} x': name each field after a column"):
+        render_texts(items, "{} x")
