@@ -117,14 +117,13 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
 
     k_max = max(ks)
     device = accelerator.device
-    all_items = torch.arange(n_items, device=device)
-    slot = None  # item index -> column of the score matrix, -1 for items outside the candidates
-    if candidates is not None:
-        slot = np.full(n_items, -1, np.int64)
-        slot[candidates] = np.arange(len(candidates))
-        all_items = torch.as_tensor(candidates, device=device)
-    n_ranked = len(all_items)
-    tie_order = torch.randperm(n_ranked, generator=torch.Generator().manual_seed(TIE_SEED)).to(device)
+    ranked = np.arange(n_items) if candidates is None else np.asarray(candidates, np.int64)
+    # the columns are scored in a fixed pseudo-random order of the ranked items, so topk's ties follow it
+    ranked = ranked[torch.randperm(len(ranked), generator=torch.Generator().manual_seed(TIE_SEED)).numpy()]
+    slot = np.full(n_items, -1, np.int64)  # item index -> its column, -1 for items outside the candidates
+    slot[ranked] = np.arange(len(ranked))
+    all_items = torch.as_tensor(ranked, device=device)
+    n_ranked = len(ranked)
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(rank, len(users), world)
     parts: dict[str, list[np.ndarray]] = {}
@@ -137,18 +136,17 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
         bad = torch.isnan(scores) | (scores == float("inf"))
         if bad.any():
             who = chunk[bad.any(1).nonzero()[:, 0].cpu().numpy()]
-            raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs as NaN or "
-                             f"+inf, for {len(who)} users (first: {who[:5].tolist()}): rankings need finite scores")
+            raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs "
+                                     f"as NaN or +inf, for {len(who)} users (first: {who[:5].tolist()}): rankings "
+                                     "need finite scores")
         rows, cols = exclude.entries(chunk)
-        if slot is not None:
-            cols = slot[cols]
-            rows, cols = rows[cols >= 0], cols[cols >= 0]
+        cols = slot[cols]
+        rows, cols = rows[cols >= 0], cols[cols >= 0]
         scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
-        top = torch.topk(scores[:, tie_order], min(k_max, n_ranked), dim=1)  # ties: in tie_order
+        top = torch.topk(scores, min(k_max, n_ranked), dim=1)
         # an excluded item never counts, even when fewer than k items are left to rank
-        top = torch.where(torch.isfinite(top.values), tie_order[top.indices], -1).cpu().numpy()
-        if slot is not None:
-            top = np.where(top >= 0, candidates[np.maximum(top, 0)], -1)
+        top = torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy()
+        top = np.where(top >= 0, ranked[np.maximum(top, 0)], -1)
         if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
             top = np.pad(top, ((0, 0), (0, k_max - top.shape[1])), constant_values=-1)
         per_user = M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)
