@@ -268,7 +268,9 @@ def as_sample_users(data: RecData, split: Split, positive_threshold: float) -> S
 # ---------------------------------------------------------------- TALLRec's JSON prompt files
 _PROMPT = re.compile(r"^\s*User Preference:(?P<liked>.*?)\n\s*User Unpreference:(?P<disliked>.*?)\n\s*"
                      r"Whether the user will like the target (?P<noun>\w+)\s*(?P<target>.*?)\?\s*$", re.S)
-_BOOK = re.compile(r'^"(?P<title>.*)"\s*written by\s*(?P<author>[^"]*)$', re.S)  # authors hold no quotes
+# an author may hold quotes (Dwayne "The Rock" Johnson) but not ', "': split_items cuts lists there, so an
+# author runs to the end of its list or to the next ', "' (else '"A" written by X, "B' would be one item)
+_BOOK = re.compile(r'^"(?P<title>.*)"\s*written by\s*(?P<author>(?:(?!, ").)*)$', re.S)
 _QUOTED = re.compile(r'^"(?P<title>.*)"$', re.S)
 ANSWERS = {"Yes.": 1, "No.": 0}
 
@@ -288,7 +290,8 @@ def split_items(text: str, with_author: bool) -> Optional[list[tuple[str, str]]]
 
     Titles may hold commas and quotes, so every ``, "`` is only a candidate cut: the cuts kept are those
     that make every piece a well-formed item of the list's kind (with an author or not), and among those
-    the most pieces. None when no cut gives well-formed pieces.
+    the most pieces. None when no cut gives well-formed pieces. An author may hold quotes but never
+    ``, "``, so it runs to the end of the list or to the next cut.
     """
     text = text.strip()
     if not text:
@@ -329,7 +332,9 @@ def parse_prompt(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]
     target = parse_item(inner) if _BOOK.match(inner.strip()) else None
     if target is None:
         target = parse_item(raw) or (raw.strip('"'), "")
-    with_author = bool(target[1])
+    # the target's form, not its author, says whether the lists' items carry authors ('"T" written by '
+    # with nothing after is still a book whose history items are authored)
+    with_author = bool(_BOOK.match(inner.strip()) or _BOOK.match(raw))
     lists = []
     for name in ("liked", "disliked"):
         items = split_items(match[name], with_author)

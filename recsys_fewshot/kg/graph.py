@@ -105,12 +105,25 @@ def age_bucket(age) -> str:
     return next(name for lo, hi, name in AGE_BUCKETS if lo <= value < hi)
 
 
-def amazon_fields(text: str) -> tuple[str, str]:
-    """(category path, brand) from UniSRec's item text "title. category path. brand. " (best effort:
-    the fields are joined by ". " and a title may itself hold ". ", so only the last two are trusted)."""
+AMAZON_ROOTS = ("Industrial & Scientific",)  # catalogue roots a UniSRec category path starts with
+
+
+def amazon_fields(text: str, roots: tuple[str, ...] = AMAZON_ROOTS) -> tuple[str, str]:
+    """(category path, brand) from UniSRec's item text "title. category path. brand. " (best effort).
+
+    The fields are joined by ". " and both the title and the brand may hold ". " themselves ("Mr. Heater",
+    "Norton Abrasives - St. Gobain"), so the category path is found as the last part after the title that
+    starts with a catalogue root (`roots`), or, failing that, an empty part (UniSRec writes ". . " for an
+    item without categories); everything after it is the brand. Without either, the last two parts are
+    taken as (category path, brand)."""
     parts = [p.strip() for p in str(text).strip().rstrip(".").split(". ")]
     if len(parts) < 3:
         return "", ""
+    marks = [k for k in range(1, len(parts))
+             if any(parts[k] == r or parts[k].startswith(r + " ") for r in roots)]
+    marks = marks or [k for k in range(1, len(parts) - 1) if not parts[k]]
+    if marks:
+        return parts[marks[-1]], ". ".join(parts[marks[-1] + 1:])
     return parts[-2], parts[-1]
 
 
@@ -167,6 +180,7 @@ def read_triples_tsv(path: Path, data: RecData) -> KnowledgeGraph:
 
     def resolve(token: str) -> Optional[int]:
         kind, _, raw = token.partition(":")
+        kind = kind.lower() if kind.lower() in ("item", "user") else kind  # Item:1, USER:3 are references too
         if kind == "item" and raw:
             found = item_index.get(raw)
         elif kind == "user" and raw:

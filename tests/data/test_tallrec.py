@@ -266,3 +266,35 @@ def test_a_click_log_without_ratings_takes_its_labels_and_one_file_cannot_be_two
     write_tallrec_json(tmp_path / "book" / "valid.json", [(["A"], ["B"], "C", 1), (["B"], [], "A", 0)], noun="book")
     with pytest.raises(DataError, match=r"dataset.train_file and dataset.test_file are the same file"):
         read_tallrec_json(tmp_path / "book", "valid.json", None, str(tmp_path / "book" / "valid.json"))
+
+
+def test_book_authors_may_hold_quotes(tmp_path):
+    # an author with quotes, in a list (followed by ', "' and at the list's end) and in the target
+    text = ('User Preference: "T1" written by Dwayne "The Rock" Johnson, "Say "Hi", "Bye"" written by A. B, '
+            '"T3" written by J\\ \\"j\\""\nUser Unpreference: "T4" written by X\nWhether the user will like the '
+            'target book ""T5" written by Dwayne "The Rock" Johnson"?')
+    liked, disliked, target = parse_prompt(text)
+    assert liked == [("T1", 'Dwayne "The Rock" Johnson'), ('Say "Hi", "Bye"', "A. B"), ("T3", 'J\\ \\"j\\""')]
+    assert disliked == [("T4", "X")] and target == ("T5", 'Dwayne "The Rock" Johnson')
+    # an author never swallows the next ', "' (that is a cut), so a dangling quote is still no item
+    assert split_items('"A" written by X "Y", "B', with_author=True) is None
+    # and the whole file loads (it failed with a DataError before)
+    (tmp_path / "train.json").write_text(json.dumps([{
+        "instruction": "", "output": "Yes.",
+        "input": 'User Preference: "T1" written by Dwayne "The Rock" Johnson, "T2" written by Y\nUser '
+                 'Unpreference: \nWhether the user will like the target book ""T3" written by Z"?'}]))
+    data = read_tallrec_json(tmp_path, "train.json")
+    assert set(zip(data.items["title"], data.items["author"])) == {
+        ("T1", 'Dwayne "The Rock" Johnson'), ("T2", "Y"), ("T3", "Z")}
+
+
+def test_a_target_with_an_empty_author_keeps_the_lists_authored(tmp_path):
+    liked, disliked, target = parse_prompt('User Preference: "A" written by B\nUser Unpreference: "C" written '
+                                           'by D\nWhether the user will like the target book ""T" written by "?')
+    assert liked == [("A", "B")] and disliked == [("C", "D")] and target == ("T", "")
+    (tmp_path / "train.json").write_text(json.dumps([{
+        "instruction": "", "output": "No.",
+        "input": 'User Preference: "A" written by B\nUser Unpreference: \nWhether the user will like the '
+                 'target book ""T" written by "?'}]))
+    data = read_tallrec_json(tmp_path, "train.json")
+    assert set(zip(data.items["title"], data.items["author"])) == {("A", "B"), ("T", "")}

@@ -90,3 +90,28 @@ def test_a_byte_order_mark_does_not_unlink_the_first_triple_and_sample_users_car
     inter = pd.DataFrame({"user": [0, 1], "item": [0, 1], "rating": np.float32([1, 0]), "timestamp": [-1, -1]})
     graph = attribute_triples(RecData("samples", inter, items, users).validate())
     assert {r for _, r, _ in graph.named()} == {"has_colour"}
+
+
+def test_amazon_brands_holding_a_full_stop_are_read_whole():
+    cat = "Industrial & Scientific Additive Manufacturing Products 3D Printer Controllers"
+    assert amazon_fields(f"OSOYOO LCD controller for RAMPS 1.4. {cat}. Shenzhen vership Co. LTD. ") == (
+        cat, "Shenzhen vership Co. LTD")
+    # a title holding ". " and a brand holding ". " at once
+    assert amazon_fields(f"Mr. Heater Kit 3/8 in. x 2 ft. {cat}. Mr. Heater. ") == (cat, "Mr. Heater")
+    # a title that starts with the catalogue root is not the category path
+    assert amazon_fields(f"Industrial & Scientific />. {cat}. Loctite. ") == (cat, "Loctite")
+    # UniSRec writes ". . " for an item without categories
+    assert amazon_fields("Norton Wheel, Grit Coarse. . Norton Abrasives - St. Gobain. ") == (
+        "", "Norton Abrasives - St. Gobain")
+    # other catalogues (no known root) keep the last two parts
+    assert amazon_fields("Guitar Strings. Musical Instruments Strings. Fender. ") == (
+        "Musical Instruments Strings", "Fender")
+
+
+def test_tsv_reader_reads_item_and_user_kinds_in_any_case(tmp_path):
+    data = tiny_movies()
+    path = tmp_path / "kg.tsv"
+    path.write_text("Item:10\tdirected_by\tJane Doe\nUSER:2\tfriend_of\tUser:1\nITEM:99\tdirected_by\tJane Doe\n")
+    graph = read_triples_tsv(path, data)
+    assert graph.named() == {("item:10", "directed_by", "Jane Doe"), ("user:2", "friend_of", "user:1")}
+    assert graph.unknown == {"item": 1}  # an unknown id in other casing is counted, not a free entity
