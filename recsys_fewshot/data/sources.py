@@ -321,13 +321,14 @@ def _refuse_repeated_pairs(interactions: pd.DataFrame, parts: list[tuple[Path, i
     test rating into training. Implicit rows (no ``rating``: repeat consumption) and CTR samples (a
     ``history`` column: one pair recurs across samples) may repeat and are not checked here.
     """
-    n_items = int(interactions["item"].max()) + 1 if len(interactions) else 0
-    keys = interactions["user"].to_numpy() * n_items + interactions["item"].to_numpy()
-    repeat = pd.Series(keys).duplicated().to_numpy()
+    from recsys_fewshot.data.protocols import pair_groups
+
+    groups = pair_groups(interactions)
+    repeat = pd.Series(groups).duplicated().to_numpy()
     if not repeat.any():
         return
     row = int(np.flatnonzero(repeat)[0])
-    first = int(np.flatnonzero(keys == keys[row])[0])
+    first = int(np.flatnonzero(groups == groups[row])[0])
     ends = np.cumsum([len(f) for f in frames])
 
     def place(r: int) -> tuple[Path, int, pd.DataFrame]:
