@@ -211,6 +211,7 @@ class TextPoolHeadConfig(HeadConfig):
     center: bool = False  # subtract the catalogue's mean text vector before the cosines
     hub_k: int = 10  # hub_weight > 0: an item's hubness = its mean cosine with its hub_k nearest items
     hub_weight: float = 0.0  # subtract hub_weight x hubness from every score of the item (CSLS); 0: off
+    whiten: float = 0.0  # > 0: centre, then scale principal directions by (s / s_max)^-whiten; 1: full whitening
 
 
 @dataclass
@@ -224,6 +225,7 @@ class EaseHeadConfig(HeadConfig):
     cold_map: float = 0.0  # > 0: columns of items without interactions from a text map (relative ridge)
     cold_bias: float = 0.0  # cold_map: weight of a text-predicted item prior (how many users take the item)
     cold_bias_reg: float = 10.0  # ridge of that prior's text regression
+    pop_exponent: float = 0.0  # divide item j's weight column by (1 + its input mass)^pop_exponent; 0: off
     max_items: int = 30000  # the weight matrix is n_items^2 floats
 
 

@@ -40,8 +40,8 @@ class EASE(nn.Module):
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, reg: float = 200.0, text_weight: float = 0.0,
                  decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, cold_map: float = 0.0,
-                 cold_bias: float = 0.0, cold_bias_reg: float = 10.0, max_items: int = 30000,
-                 item_text: Optional[nn.Module] = None, **unused):
+                 cold_bias: float = 0.0, cold_bias_reg: float = 10.0, pop_exponent: float = 0.0,
+                 max_items: int = 30000, item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         if item_text is not None:
             raise ValueError("head=ease reads frozen, cached text vectors: use peft=frozen")
@@ -73,9 +73,12 @@ class EASE(nn.Module):
             raise ValueError("head.cold_bias weighs the cold columns' text prior: it needs head.cold_map > 0")
         if not 0 <= negative_weight <= 1:
             raise ValueError(f"head.negative_weight must be in [0, 1], got {negative_weight}")
+        if not 0 <= pop_exponent <= 1:
+            raise ValueError(f"head.pop_exponent must be in [0, 1], got {pop_exponent}")
         self.n_users, self.n_items, self.negative_weight = n_users, n_items, float(negative_weight)
         self.reg, self.text_weight, self.decay, self.refit = float(reg), float(text_weight), float(decay), refit
         self.cold_map, self.cold_bias, self.cold_bias_reg = float(cold_map), float(cold_bias), float(cold_bias_reg)
+        self.pop_exponent = float(pop_exponent)
         text = None
         if text_weight > 0 or cold_map > 0:
             feats = item_features.float()
@@ -117,6 +120,8 @@ class EASE(nn.Module):
             b[:, cold], bias[cold] = self._cold_columns(gram.double(), col_sum.double(), len(history.indptr) - 1,
                                                         cold)
         b.fill_diagonal_(0.0)
+        if self.pop_exponent > 0:  # column j / (1 + its input mass)^pop_exponent: popular items stop crowding lists
+            b /= (1.0 + col_sum.double()).pow(self.pop_exponent).unsqueeze(0)
         return b.float().to(self.anchor.device), bias.float().to(self.anchor.device)
 
     def _cold_columns(self, gram: torch.Tensor, col_sum: torch.Tensor, n_users: int,

@@ -179,3 +179,24 @@ def test_bad_setups_fail_naming_the_key():
         EASE(5, 6, history=hist, reg=0.0)
     with pytest.raises(ValueError, match="head.decay"):
         EASE(5, 6, history=hist, decay=0.0)
+
+
+def test_pop_exponent_divides_each_column_by_its_items_popularity():
+    """Known answer: the weights are the plain fit's columns / (1 + how many users hold the item)^g, so a
+    popular item falls below a rarer one it was level with; g = 0 is the plain fit; g outside [0, 1] fails."""
+    n_users, n_items = 40, 10
+    hist = random_history(n_users, n_items, 4, seed=5)
+    plain = EASE(n_users, n_items, history=hist, reg=3.0)
+    damped = EASE(n_users, n_items, history=hist, reg=3.0, pop_exponent=0.5)
+    counts = np.bincount(hist.items, minlength=n_items).astype(np.float64)
+    expected = plain.weights.double().numpy() / np.sqrt(1.0 + counts)[None, :]
+    assert np.allclose(damped.weights.double().numpy(), expected, atol=1e-6)
+    assert torch.equal(EASE(n_users, n_items, history=hist, reg=3.0, pop_exponent=0.0).weights, plain.weights)
+    # two items with the same score for a user but different popularity: the rarer one now ranks first
+    scores = plain.score_candidates(torch.arange(n_users), torch.arange(n_items))
+    damped_scores = damped.score_candidates(torch.arange(n_users), torch.arange(n_items))
+    assert torch.allclose(damped_scores, scores / torch.as_tensor(np.sqrt(1.0 + counts), dtype=torch.float32),
+                          atol=1e-5)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="head.pop_exponent"):
+            EASE(n_users, n_items, history=hist, pop_exponent=bad)
