@@ -140,6 +140,16 @@ def hubness(vectors: torch.Tensor, k: int, block: Optional[int] = None) -> torch
     return out
 
 
+def whitened(vectors: torch.Tensor, power: float) -> torch.Tensor:
+    """`vectors` (centred rows) with each principal direction's spread scaled by (its singular value / the
+    largest)^-`power`: 0 leaves them as they are, 1 is full whitening (every direction equally spread).
+    Directions with a singular value under 1e-6 of the largest (rank-deficient catalogues) are dropped."""
+    _, s, vh = torch.linalg.svd(vectors.double(), full_matrices=False)
+    keep = s > s[0] * 1e-6 if len(s) and s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
+    vh, scale = vh[keep], (s[keep] / s[0]).pow(-power)
+    return ((vectors.double() @ vh.T) * scale) @ vh
+
+
 class TextPool(nn.Module):
     """`head=text_pool`: no trained parameters. Each history item weighs `decay`^age (age 0 for the newest).
 
@@ -149,8 +159,10 @@ class TextPool(nn.Module):
     neither). `center=true` subtracts the catalogue's mean text vector first (sentence embeddings share a common
     direction that otherwise dominates every cosine). `hub_weight` > 0 subtracts `hub_weight` times each item's
     hubness, the mean cosine with its `hub_k` nearest catalogue items (CSLS, Conneau et al. 2018): items in
-    dense regions of the text space otherwise turn up in every user's list. The zero-shot baseline of a frozen
-    encoder (`trainer.max_epochs=0`)."""
+    dense regions of the text space otherwise turn up in every user's list. `whiten` = a in (0, 1] centres the
+    vectors and scales each principal direction by (its singular value / the largest)^-a (a = 1: full
+    whitening, Su et al. 2021): the few directions that dominate sentence-embedding cosines are evened out.
+    The zero-shot baseline of a frozen encoder (`trainer.max_epochs=0`)."""
 
     chunk_users = 2048
     POOLS = ("mean", "max_sim")
@@ -158,7 +170,7 @@ class TextPool(nn.Module):
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50,
                  pool: str = "mean", temperature: float = 0.2, center: bool = False, hub_k: int = 10,
-                 hub_weight: float = 0.0, item_text: Optional[nn.Module] = None, **unused):
+                 hub_weight: float = 0.0, whiten: float = 0.0, item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
         _frozen_text_only("text_pool", item_text)
         if item_features is None or history is None:
@@ -172,11 +184,15 @@ class TextPool(nn.Module):
         if hub_weight < 0 or (hub_weight > 0 and not 1 <= hub_k < n_items):
             raise ValueError(f"head.hub_weight must be >= 0 (got {hub_weight}) and, when > 0, head.hub_k in "
                              f"[1, n_items) = [1, {n_items}) (got {hub_k})")
+        if not 0 <= whiten <= 1:
+            raise ValueError(f"head.whiten must be in [0, 1], got {whiten}")
         self.n_users, self.n_items, self.decay, self.max_len = n_users, n_items, decay, max_len
         self.pool, self.temperature = pool, temperature
         feats = item_features.float()
-        if center:
+        if center or whiten > 0:
             feats = feats - feats.mean(0, keepdim=True)
+        if whiten > 0:
+            feats = whitened(feats, whiten).float()
         self.register_buffer("features", F.normalize(feats, dim=-1), persistent=False)
         penalty = hub_weight * hubness(self.features, hub_k) if hub_weight > 0 else torch.zeros(n_items)
         self.register_buffer("hub_penalty", penalty, persistent=False)

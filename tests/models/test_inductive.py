@@ -220,3 +220,36 @@ def test_per_user_adaptation_leaves_frozen_parameters_frozen():
     assert not model.global_bias.requires_grad  # stays frozen
     assert model.item_bias.weight.requires_grad  # trainable ones are trainable again
     assert adapted.bias[5].abs().item() > 0  # the support moved the cold user's own bias
+
+
+def test_whitening_evens_out_principal_directions_and_finds_a_signal_a_loud_direction_hides():
+    from recsys_fewshot.models.sequential import TextPool, whitened
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(50, 6, generator=g) * torch.tensor([9.0, 3.0, 1.0, 1.0, 0.5, 0.2])
+    x = x - x.mean(0)
+    s = torch.linalg.svdvals(x.double())
+    assert torch.allclose(torch.linalg.svdvals(whitened(x, 1.0)), s[0].expand(6), rtol=1e-6)  # all equal
+    assert torch.allclose(torch.linalg.svdvals(whitened(x, 0.5)), (s * s[0]).sqrt(), rtol=1e-6)
+    assert torch.allclose(whitened(x, 0.0), x.double(), atol=1e-9)
+    few = x[:4] - x[:4].mean(0)  # rank 3 < 6 dimensions: the null directions are dropped, nothing blows up
+    assert torch.isfinite(whitened(few, 1.0)).all() and torch.linalg.matrix_rank(whitened(few, 1.0)) == 3
+
+    # 200 items: five loud noise directions (std 3) and one quiet taste direction (+-0.5, two tastes); the
+    # user's history holds 20 taste-A items. Raw cosines follow the noise: about half the top 20 is taste A
+    # (0.25-0.70 over seeds 0-7); whitened, the taste direction counts as much as each noise one: all A.
+    n = 200
+    taste = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
+    feats = torch.cat([3 * torch.randn(n, 5, generator=g), 0.5 * taste[:, None]], dim=1)
+    seen = np.arange(0, 40, 2)
+    hist = UserHistory.from_pairs(np.zeros(len(seen), dtype=np.int64), seen, 1)
+    share = {}
+    for a in (0.0, 1.0):
+        pool = TextPool(1, n, item_features=feats, history=hist, whiten=a)
+        scores = pool.score_candidates(torch.tensor([0]), torch.arange(n))[0]
+        scores[seen] = float("-inf")
+        share[a] = (taste[scores.topk(20).indices] > 0).float().mean().item()
+    assert share[0.0] < 0.8 and share[1.0] > 0.95, share
+    for bad in (-0.2, 1.2):
+        with pytest.raises(ValueError, match="head.whiten"):
+            TextPool(1, n, item_features=feats, history=hist, whiten=bad)
