@@ -215,6 +215,18 @@ class TextPoolHeadConfig(HeadConfig):
 
 
 @dataclass
+class EpisodicHeadConfig(HeadConfig):
+    _target_: str = "recsys_fewshot.models.episodic.EpisodicRidge"
+    k: int = 5  # window size: the support size of the cold-user protocol (split.k)
+    episodes: int = 1  # windows per training user, starting at 0, k, 2k, ...
+    reg: float = 100.0  # ridge of the window -> later-likes regression
+    negative_weight: float = 0.5  # input weight of a rated-but-not-liked item in a window
+    ease_weight: float = 0.0  # > 0: + this x (scale-matched) EASE co-occurrence scores from the whole histories
+    ease_reg: float = 400.0  # that EASE's lambda
+    max_items: int = 30000  # the weight matrix is n_items^2 floats
+
+
+@dataclass
 class EaseHeadConfig(HeadConfig):
     _target_: str = "recsys_fewshot.models.ease.EASE"
     reg: float = 200.0  # L2 on the item-item weights (EASE's lambda)
@@ -376,7 +388,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     },
     "encoder": {"base": EncoderConfig},
     "head": {"mf": MFHeadConfig, "mlp": MLPHeadConfig, "seq": SeqHeadConfig, "text_pool": TextPoolHeadConfig,
-             "ease": EaseHeadConfig,
+             "ease": EaseHeadConfig, "episodic": EpisodicHeadConfig,
              "random": RandomHeadConfig, "likerate": LikeRateHeadConfig, "fewshot": FewShotHeadConfig},
     "peft": {"base": PeftConfig, "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig,
              "prefix": PrefixPeftConfig, "prompt": PromptPeftConfig},

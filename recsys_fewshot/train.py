@@ -131,7 +131,9 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     known[torch.as_tensor(users)] = 1.0
     from recsys_fewshot.inductive import eval_histories, history_of
 
-    all_rows = task == "ranking" and float(cfg.head.get("negative_weight") or 0) > 0  # head=ease: also dislikes
+    # heads that also read what a user did not like: head=ease with negative_weight > 0, head=episodic
+    all_rows = task == "ranking" and (float(cfg.head.get("negative_weight") or 0) > 0
+                                      or cfg.head._target_.endswith(".EpisodicRidge"))
     hist = eval_histories(split, data.n_users, task, lambda f: relevant(f, spec), cfg.eval.history_with_valid,
                           all_rows)
     return Prepared(
@@ -458,9 +460,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         prep = prepare(cfg, data, split, task)
         attach_samples(prep, samples)
         text = text_tower(cfg, data, len(prep.train_users), accelerator)  # None unless joint training
-        if cfg.head._target_.endswith(".EASE") and task != "ranking":
-            raise ValueError(f"head=ease ranks items from implicit histories: task={task} needs a head that "
-                             "predicts values (e.g. head=mf); use task=ranking")
+        for suffix, name in ((".EASE", "ease"), (".EpisodicRidge", "episodic")):
+            if cfg.head._target_.endswith(suffix) and task != "ranking":
+                raise ValueError(f"head={name} ranks items from implicit histories: task={task} needs a head that "
+                                 "predicts values (e.g. head=mf); use task=ranking")
         model = build_model(cfg, data, prep, features, text).to(accelerator.device)
         init_info = load_init(model, cfg.init_from) if cfg.init_from else None
         kg_side = getattr(model, "kg", None)

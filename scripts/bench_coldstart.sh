@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/bench_coldstart}
 SEEDS=${SEEDS:-0 1 2}
-PRESETS=${PRESETS:-cold_items cold_items_ease cold_users_k5 cold_users_k5_ranking cold_users_k20 cold_users_k20_ranking warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
+PRESETS=${PRESETS:-cold_items cold_items_ease cold_users_k5 cold_users_k5_ranking cold_users_k5_episodic cold_users_k20 cold_users_k20_ranking cold_users_k20_episodic warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
@@ -55,8 +55,10 @@ ROWS = [
     ("cold_items_ease", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
     ("cold_users_k5", "rmse", 0.995, "Surprise BaselineOnly", 0.96, False),
     ("cold_users_k5_ranking", "ndcg@10", 0.404, "LightFM user/item features", 0.45, True),
+    ("cold_users_k5_episodic", "ndcg@10", 0.404, "LightFM user/item features", 0.45, True),
     ("cold_users_k20", "rmse", 0.956, "Surprise SVD (tuned)", 0.93, False),
     ("cold_users_k20_ranking", "ndcg@10", 0.340, "LightFM", 0.40, True),
+    ("cold_users_k20_episodic", "ndcg@10", 0.340, "LightFM", 0.40, True),
     ("warm", "recall@20", 0.350, "implicit ALS", 0.37, True),
     ("warm", "ndcg@10", 0.393, "implicit ALS", 0.41, True),
     ("warm_ease", "recall@20", 0.350, "implicit ALS", 0.37, True),

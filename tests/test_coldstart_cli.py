@@ -110,6 +110,24 @@ def test_ease_head_fits_in_closed_form_through_the_cli(data_root, tiny_bert, tmp
     assert not (bad / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_episodic_head_serves_cold_users_from_their_support_through_the_cli(data_root, tmp_path):
+    """experiment=cold_users_k5_episodic on the fake ML-100K: fitted in closed form (no epochs, no encoder),
+    every test user cold, metrics defined; the same with the (default) windows of split.k; task=rating refused
+    with nothing written."""
+    cache = tmp_path / "cache"
+    run = tmp_path / "episodic"
+    proc = cli(*base(data_root, run, cache, "experiment=cold_users_k5_episodic", "eval.ks=[5,10]"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["epochs"] == 0 and m["split"]["k"] == 5 and m["split"]["unseen_user_rows"] == m["split"]["test"]
+    assert 0 < m["test"]["ndcg@10"] <= 1 and math.isfinite(m["test"]["auc"])
+    bad = tmp_path / "bad"
+    proc = cli(*base(data_root, bad, cache, "split=cold_users", "head=episodic", "task=rating", "encoder=none"))
+    assert proc.returncode != 0 and "head=episodic" in proc.stderr and "task=ranking" in proc.stderr
+    assert not (bad / "metrics.json").exists()
+
+
 PRESETS = {  # experiment -> (split protocol function, head target, task)
     "cold_items": ("cold_items", "MF", "ranking"),
     "cold_users_k5": ("cold_users", "MF", "rating"),
@@ -117,6 +135,8 @@ PRESETS = {  # experiment -> (split protocol function, head target, task)
     "cold_users_k20": ("cold_users", "MF", "rating"),
     "cold_users_k5_ranking": ("cold_users", "MF", "ranking"),
     "cold_users_k20_ranking": ("cold_users", "MF", "ranking"),
+    "cold_users_k5_episodic": ("cold_users", "EpisodicRidge", "ranking"),
+    "cold_users_k20_episodic": ("cold_users", "EpisodicRidge", "ranking"),
     "warm": ("per_user", "MF", "ranking"),
     "warm_ease": ("per_user", "EASE", "ranking"),
     "cold_items_ease": ("cold_items", "EASE", "ranking"),
@@ -143,6 +163,7 @@ def test_every_coldstart_preset_composes_against_the_schemas(name):
     assert cfg.split._target_.endswith("." + protocol) and cfg.head._target_.endswith("." + head)
     assert cfg.task == task
     if name.startswith("cold_users"):
-        assert cfg.head.history_sample_k == cfg.split.k == int(name.split("_k")[1].split("_")[0])
+        window = cfg.head.k if head == "EpisodicRidge" else cfg.head.history_sample_k
+        assert window == cfg.split.k == int(name.split("_k")[1].split("_")[0])
     if name.startswith("amazon"):
         assert list(cfg.eval.ks) == [10, 50] and cfg.eval.history_with_valid

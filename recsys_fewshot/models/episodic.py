@@ -1,0 +1,169 @@
+"""`head=episodic`: a closed-form few-shot ranker trained on episodes that mimic the cold-user protocol.
+
+Each warm (training) user's history, oldest first, is cut into `episodes` windows of `k` consecutive
+interactions, starting at 0, k, 2k, ...: an episode's input is the window (a liked item counts 1, a
+rated-but-not-liked one `negative_weight`), its target every item the user liked after the window. A user
+contributes an episode when the window and what follows it are not empty. With X the inputs (episodes x
+items), Y the targets, x̄ and ȳ their column means, the model is the ridge regression
+
+    W = ((X - x̄)ᵀ(X - x̄) + reg·I)⁻¹ (X - x̄)ᵀ (Y - ȳ),      score(u, j) = ȳ_j + (x_u - x̄)·W[:, j]
+
+so an item's score starts from how often it is liked *after* a user's first k ratings (not its popularity
+over whole histories) and moves with what the user's k ratings say. `ease_weight` = β > 0 adds an EASE
+(Steck 2019) co-occurrence term fitted on the whole training histories, B = −P / diag(P), P = (HᵀH +
+`ease_reg`·I)⁻¹, diag(B) = 0: score += β·r·(x_u·B), r = the ratio of the two terms' spreads over the
+training episodes (so β is free of their scales). This is what the cold-user protocol asks
+(a new user's first K ratings by time; their later liked items are the queries); a user's K support ratings
+are swapped in as x_u at evaluation, without retraining. Nothing is trained by gradient (`closed_form`);
+W is n_items² floats (`max_items` guards). Deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.ease import _dense_rows
+
+
+class EpisodicRidge(nn.Module):
+    closed_form = True  # fitted when built; train.py runs no epochs
+    reads_all_rows = True  # histories hold the not-liked rows too (weight 0), so windows count every rating
+    chunk_pairs = 2048
+
+    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, k: int = 5,
+                 episodes: int = 1, reg: float = 100.0, negative_weight: float = 0.5, ease_weight: float = 0.0,
+                 ease_reg: float = 400.0, max_items: int = 30000, item_text: Optional[nn.Module] = None, **unused):
+        super().__init__()
+        if item_text is not None:
+            raise ValueError("head=episodic reads no text: use peft=frozen")
+        if history is None:
+            raise ValueError("head=episodic needs the users' training histories (head.user_history=true)")
+        if history.ratings is not None:
+            raise ValueError("head=episodic ranks items: use task=ranking (task=rating/ctr need a head that "
+                             "predicts values, e.g. head=mf)")
+        if n_items > max_items:
+            raise ValueError(f"head=episodic: {n_items} items need an n_items^2 weight matrix "
+                             f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
+                             "if it fits, or use head=inductive")
+        if int(k) != k or k < 1:
+            raise ValueError(f"head.k must be a whole number >= 1 (the support size), got {k}")
+        if int(episodes) != episodes or episodes < 1:
+            raise ValueError(f"head.episodes must be a whole number >= 1, got {episodes}")
+        if not reg > 0:
+            raise ValueError(f"head.reg must be > 0, got {reg}")
+        if not 0 <= negative_weight <= 1:
+            raise ValueError(f"head.negative_weight must be in [0, 1], got {negative_weight}")
+        if ease_weight < 0 or not ease_reg > 0:
+            raise ValueError(f"head.ease_weight must be >= 0 and head.ease_reg > 0, got {ease_weight}, {ease_reg}")
+        self.n_users, self.n_items, self.k, self.episodes = n_users, n_items, int(k), int(episodes)
+        self.reg, self.negative_weight = float(reg), float(negative_weight)
+        self.ease_weight, self.ease_reg = float(ease_weight), float(ease_reg)
+        self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
+        x, y = self._episodes(history)
+        if len(x) == 0:
+            raise ValueError(f"head=episodic: no training user has an interaction after their first "
+                             f"head.k={self.k}: lower head.k")
+        self.n_episodes = len(x)
+        x_mean, y_mean = x.mean(0), y.mean(0)
+        weights = self._ridge(x - x_mean, y - y_mean)
+        ease, blend = torch.zeros(0, 0, dtype=torch.float64), 0.0
+        if self.ease_weight > 0:
+            ease = self._ease(history)
+            spread = ((x - x_mean) @ weights).std() / (x @ ease).std().clamp_min(1e-12)
+            blend = self.ease_weight * float(spread)
+        device = self.anchor.device
+        self.blend = blend
+        self.register_buffer("weights", weights.float().to(device), persistent=False)
+        self.register_buffer("input_mean", x_mean.float().to(device), persistent=False)
+        self.register_buffer("target_mean", y_mean.float().to(device), persistent=False)
+        self.register_buffer("ease", ease.float().to(device), persistent=False)
+        self.history = history
+
+    def _episodes(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), one row per (user, window) with a non-empty window and something after it."""
+        lengths = history.lengths()
+        starts = history.indptr[:-1]
+        liked = history.weights > 0
+        inputs, targets = [], []
+        for e in range(self.episodes):
+            lo = e * self.k
+            users = np.flatnonzero(lengths > lo + self.k)  # a window with at least one rating after it
+            if not len(users):
+                break
+            x = np.zeros((len(users), self.n_items), np.float64)
+            y = np.zeros((len(users), self.n_items), np.float64)
+            for row, u in enumerate(users):
+                s = starts[u]
+                window = slice(s + lo, s + lo + self.k)
+                x[row, history.items[window]] = np.where(liked[window], 1.0, self.negative_weight)
+                later = slice(s + lo + self.k, history.indptr[u + 1])
+                y[row, history.items[later][liked[later]]] = 1.0
+            inputs.append(x)
+            targets.append(y)
+        if not inputs:
+            return torch.zeros(0, self.n_items, dtype=torch.float64), torch.zeros(0, self.n_items, dtype=torch.float64)
+        return torch.as_tensor(np.vstack(inputs)), torch.as_tensor(np.vstack(targets))
+
+    def _ridge(self, xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+        gram = xc.T @ xc
+        gram.diagonal().add_(self.reg)
+        return torch.cholesky_solve(xc.T @ yc, torch.linalg.cholesky(gram))
+
+    def _ease(self, history: UserHistory, chunk: int = 4096) -> torch.Tensor:
+        """EASE's B on the whole training histories (liked 1, not liked `negative_weight`)."""
+        gram = torch.zeros(self.n_items, self.n_items, dtype=torch.float64)
+        n = len(history.indptr) - 1
+        for start in range(0, n, chunk):
+            rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), self.n_items, None,
+                               self.negative_weight).double()
+            gram.addmm_(rows.T, rows)
+        gram.diagonal().add_(self.ease_reg)
+        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+        b = -p / p.diagonal().unsqueeze(0)
+        b.fill_diagonal_(0.0)
+        return b
+
+    # --- histories -----------------------------------------------------------------------
+    def set_history(self, history: UserHistory) -> None:
+        """Score from `history` from now on (e.g. the cold users' support ratings); no refit."""
+        self.history = history
+
+    def _columns(self, items: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return self.weights[:, items], (self.blend * self.ease[:, items] if self.blend else None)
+
+    def _score(self, users: torch.Tensor, cols: torch.Tensor, ease_cols: Optional[torch.Tensor],
+               base: torch.Tensor) -> torch.Tensor:
+        x = _dense_rows(self.history, users.cpu(), self.n_items, None, self.negative_weight).to(cols.device)
+        out = (x - self.input_mean) @ cols + base
+        if ease_cols is not None:
+            out = out + x @ ease_cols
+        return out + 0 * self.anchor
+
+    # --- scores --------------------------------------------------------------------------
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = []
+        for s in range(0, len(users), self.chunk_pairs):
+            u, i = users[s: s + self.chunk_pairs], items[s: s + self.chunk_pairs]
+            cols, ease_cols = self._columns(i)  # [n_items, pairs]: each pair's own item column
+            x = _dense_rows(self.history, u.cpu(), self.n_items, None, self.negative_weight).to(cols.device)
+            score = ((x - self.input_mean) * cols.T).sum(-1) + self.target_mean[i]
+            if ease_cols is not None:
+                score = score + (x * ease_cols.T).sum(-1)
+            out.append(score)
+        return (torch.cat(out) if out else self.anchor.new_zeros(0)) + 0 * self.anchor
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self._score(users, *self._columns(items), self.target_mean[items])
+
+    def candidate_scorer(self, items: torch.Tensor):
+        cols, ease_cols = self._columns(items)  # once per evaluation
+        cols, base = cols.contiguous(), self.target_mean[items]
+        return lambda users: self._score(users, cols, ease_cols, base)
+
+    def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((), device=users.device)
