@@ -217,7 +217,7 @@ class TextPoolHeadConfig(HeadConfig):
 @dataclass
 class EpisodicHeadConfig(HeadConfig):
     _target_: str = "recsys_fewshot.models.episodic.EpisodicRidge"
-    k: int = 5  # window size: the support size of the cold-user protocol (split.k)
+    k: Optional[int] = None  # window size: the support size of the cold-user protocol (split.k)
     episodes: int = 1  # windows per training user, starting at 0, k, 2k, ...
     reg: float = 100.0  # ridge of the window -> later-likes regression
     negative_weight: float = 0.5  # input weight of a rated-but-not-liked item in a window

@@ -132,8 +132,10 @@ def prepare(cfg: DictConfig, data, split, task: str) -> Prepared:
     from recsys_fewshot.inductive import eval_histories, history_of
 
     # heads that also read what a user did not like: head=ease with negative_weight > 0, head=episodic
+    from hydra.utils import get_class
+
     all_rows = task == "ranking" and (float(cfg.head.get("negative_weight") or 0) > 0
-                                      or cfg.head._target_.endswith(".EpisodicRidge"))
+                                      or getattr(get_class(cfg.head._target_), "reads_all_rows", False))
     hist = eval_histories(split, data.n_users, task, lambda f: relevant(f, spec), cfg.eval.history_with_valid,
                           all_rows)
     return Prepared(
@@ -449,6 +451,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         task = cfg.task or split.task or cfg.dataset.task
         if task not in TASKS:
             raise ValueError(f"task={task!r}: expected one of {', '.join(TASKS)}")
+        for suffix, name in ((".EASE", "ease"), (".EpisodicRidge", "episodic")):  # before any encoding
+            if cfg.head._target_.endswith(suffix) and task != "ranking":
+                raise ValueError(f"head={name} ranks items from implicit histories: task={task} needs a head that "
+                                 "predicts values (e.g. head=mf); use task=ranking")
         timer.lap("data")
         log.info("%s: %d users, %d items; split %s %s; task %s", data.name, data.n_users, data.n_items,
                  split.info.get("protocol"), split.sizes(), task)
@@ -460,10 +466,6 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         prep = prepare(cfg, data, split, task)
         attach_samples(prep, samples)
         text = text_tower(cfg, data, len(prep.train_users), accelerator)  # None unless joint training
-        for suffix, name in ((".EASE", "ease"), (".EpisodicRidge", "episodic")):
-            if cfg.head._target_.endswith(suffix) and task != "ranking":
-                raise ValueError(f"head={name} ranks items from implicit histories: task={task} needs a head that "
-                                 "predicts values (e.g. head=mf); use task=ranking")
         model = build_model(cfg, data, prep, features, text).to(accelerator.device)
         init_info = load_init(model, cfg.init_from) if cfg.init_from else None
         kg_side = getattr(model, "kg", None)

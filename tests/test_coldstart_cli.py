@@ -113,8 +113,8 @@ def test_ease_head_fits_in_closed_form_through_the_cli(data_root, tiny_bert, tmp
 @pytest.mark.slow
 def test_episodic_head_serves_cold_users_from_their_support_through_the_cli(data_root, tmp_path):
     """experiment=cold_users_k5_episodic on the fake ML-100K: fitted in closed form (no epochs, no encoder),
-    every test user cold, metrics defined; the same with the (default) windows of split.k; task=rating refused
-    with nothing written."""
+    every test user cold, metrics defined; task=rating refused with nothing written; without split.k (another
+    split) head.k must be given, and the error says so."""
     cache = tmp_path / "cache"
     run = tmp_path / "episodic"
     proc = cli(*base(data_root, run, cache, "experiment=cold_users_k5_episodic", "eval.ks=[5,10]"))
@@ -126,6 +126,10 @@ def test_episodic_head_serves_cold_users_from_their_support_through_the_cli(data
     proc = cli(*base(data_root, bad, cache, "split=cold_users", "head=episodic", "task=rating", "encoder=none"))
     assert proc.returncode != 0 and "head=episodic" in proc.stderr and "task=ranking" in proc.stderr
     assert not (bad / "metrics.json").exists()
+    proc = cli(*base(data_root, bad, cache, "head=episodic", "task=ranking", "encoder=none"))  # split=random
+    assert proc.returncode != 0 and "head.k (the window size) is not set" in proc.stderr
+    proc = cli(*base(data_root, bad, cache, "head=episodic", "head.k=3", "task=ranking", "encoder=none"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 PRESETS = {  # experiment -> (split protocol function, head target, task)

@@ -35,7 +35,7 @@ class EpisodicRidge(nn.Module):
     reads_all_rows = True  # histories hold the not-liked rows too (weight 0), so windows count every rating
     chunk_pairs = 2048
 
-    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, k: int = 5,
+    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, k: Optional[int] = None,
                  episodes: int = 1, reg: float = 100.0, negative_weight: float = 0.5, ease_weight: float = 0.0,
                  ease_reg: float = 400.0, max_items: int = 30000, item_text: Optional[nn.Module] = None, **unused):
         super().__init__()
@@ -50,6 +50,9 @@ class EpisodicRidge(nn.Module):
             raise ValueError(f"head=episodic: {n_items} items need an n_items^2 weight matrix "
                              f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
                              "if it fits, or use head=inductive")
+        if k is None:
+            raise ValueError("head.k (the window size) is not set: split=cold_users sets it from split.k; "
+                             "with another split give head.k=<number of ratings a new user brings>")
         if int(k) != k or k < 1:
             raise ValueError(f"head.k must be a whole number >= 1 (the support size), got {k}")
         if int(episodes) != episodes or episodes < 1:
@@ -64,18 +67,26 @@ class EpisodicRidge(nn.Module):
         self.reg, self.negative_weight = float(reg), float(negative_weight)
         self.ease_weight, self.ease_reg = float(ease_weight), float(ease_reg)
         self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
-        x, y = self._episodes(history)
-        if len(x) == 0:
+        n, x_sum, y_sum, xtx, xty = 0, 0.0, 0.0, 0.0, 0.0
+        for x, y in self._episode_chunks(history):  # X^T X and X^T Y a chunk of episodes at a time
+            n, x_sum, y_sum = n + len(x), x_sum + x.sum(0), y_sum + y.sum(0)
+            xtx, xty = xtx + x.T @ x, xty + x.T @ y
+        if n == 0:
             raise ValueError(f"head=episodic: no training user has an interaction after their first "
                              f"head.k={self.k}: lower head.k")
-        self.n_episodes = len(x)
-        x_mean, y_mean = x.mean(0), y.mean(0)
-        weights = self._ridge(x - x_mean, y - y_mean)
+        self.n_episodes = n
+        x_mean, y_mean = x_sum / n, y_sum / n
+        gram = xtx - n * torch.outer(x_mean, x_mean)  # (X - x̄)^T (X - x̄)
+        gram.diagonal().add_(self.reg)
+        weights = torch.cholesky_solve(xty - n * torch.outer(x_mean, y_mean), torch.linalg.cholesky(gram))
         ease, blend = torch.zeros(0, 0, dtype=torch.float64), 0.0
         if self.ease_weight > 0:
             ease = self._ease(history)
-            spread = ((x - x_mean) @ weights).std() / (x @ ease).std().clamp_min(1e-12)
-            blend = self.ease_weight * float(spread)
+            ridge_part, ease_part = _Spread(), _Spread()
+            for x, _ in self._episode_chunks(history):
+                ridge_part.add((x - x_mean) @ weights)
+                ease_part.add(x @ ease)
+            blend = self.ease_weight * ridge_part.std() / max(ease_part.std(), 1e-12)
         device = self.anchor.device
         self.blend = blend
         self.register_buffer("weights", weights.float().to(device), persistent=False)
@@ -84,35 +95,35 @@ class EpisodicRidge(nn.Module):
         self.register_buffer("ease", ease.float().to(device), persistent=False)
         self.history = history
 
-    def _episodes(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets), one row per (user, window) with a non-empty window and something after it."""
+    def _episode_chunks(self, history: UserHistory, chunk: int = 2048):
+        """(inputs, targets) float64 blocks of at most `chunk` episodes: one row per (user, window) with a
+        non-empty window and at least one rating after it. An item met twice in a window keeps its largest
+        weight, as the scoring rows (`_dense_rows`) do."""
         lengths = history.lengths()
         starts = history.indptr[:-1]
         liked = history.weights > 0
-        inputs, targets = [], []
         for e in range(self.episodes):
             lo = e * self.k
-            users = np.flatnonzero(lengths > lo + self.k)  # a window with at least one rating after it
-            if not len(users):
-                break
-            x = np.zeros((len(users), self.n_items), np.float64)
-            y = np.zeros((len(users), self.n_items), np.float64)
-            for row, u in enumerate(users):
-                s = starts[u]
-                window = slice(s + lo, s + lo + self.k)
-                x[row, history.items[window]] = np.where(liked[window], 1.0, self.negative_weight)
-                later = slice(s + lo + self.k, history.indptr[u + 1])
-                y[row, history.items[later][liked[later]]] = 1.0
-            inputs.append(x)
-            targets.append(y)
-        if not inputs:
-            return torch.zeros(0, self.n_items, dtype=torch.float64), torch.zeros(0, self.n_items, dtype=torch.float64)
-        return torch.as_tensor(np.vstack(inputs)), torch.as_tensor(np.vstack(targets))
+            users = np.flatnonzero(lengths > lo + self.k)
+            for first in range(0, len(users), chunk):
+                block = users[first: first + chunk]
+                x = np.zeros((len(block), self.n_items), np.float64)
+                y = np.zeros((len(block), self.n_items), np.float64)
+                for row, u in enumerate(block):
+                    s = starts[u]
+                    window = slice(s + lo, s + lo + self.k)
+                    np.maximum.at(x[row], history.items[window], np.where(liked[window], 1.0, self.negative_weight))
+                    later = slice(s + lo + self.k, history.indptr[u + 1])
+                    y[row, history.items[later][liked[later]]] = 1.0
+                yield torch.as_tensor(x), torch.as_tensor(y)
 
-    def _ridge(self, xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
-        gram = xc.T @ xc
-        gram.diagonal().add_(self.reg)
-        return torch.cholesky_solve(xc.T @ yc, torch.linalg.cholesky(gram))
+    def _episodes(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
+        """All episodes at once (inputs, targets) — for inspection; the fit streams `_episode_chunks`."""
+        blocks = list(self._episode_chunks(history))
+        if not blocks:
+            empty = torch.zeros(0, self.n_items, dtype=torch.float64)
+            return empty, empty.clone()
+        return torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])
 
     def _ease(self, history: UserHistory, chunk: int = 4096) -> torch.Tensor:
         """EASE's B on the whole training histories (liked 1, not liked `negative_weight`)."""
@@ -167,3 +178,21 @@ class EpisodicRidge(nn.Module):
 
     def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=users.device)
+
+
+class _Spread:
+    """Running sample standard deviation of every entry of the blocks added (float64 sums)."""
+
+    def __init__(self) -> None:
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, block: torch.Tensor) -> None:
+        self.n += block.numel()
+        self.total += float(block.sum())
+        self.squares += float((block * block).sum())
+
+    def std(self) -> float:
+        if self.n < 2:
+            return 0.0
+        mean = self.total / self.n
+        return max(self.squares - self.n * mean * mean, 0.0) ** 0.5 / (self.n - 1) ** 0.5

@@ -33,6 +33,16 @@ def test_episodes_are_windows_of_k_and_the_likes_after_them():
     expected_y[2, 5] = 1.0
     assert np.array_equal(x.numpy(), expected_x) and np.array_equal(y.numpy(), expected_y)
     assert model.n_episodes == 3
+    # an item met twice in a window keeps its largest weight, in training as in scoring
+    twice = history([[(0, 1), (0, 0), (1, 1)]], 1)
+    model = EpisodicRidge(1, 3, history=twice, k=2, negative_weight=0.25, reg=1.0)
+    x, _ = model._episodes(twice)
+    assert x[0].tolist() == [1.0, 0.0, 0.0]
+    reversed_order = history([[(0, 0), (0, 1), (1, 1)]], 1)
+    assert model._episodes(reversed_order)[0][0].tolist() == [1.0, 0.0, 0.0]
+    model.set_history(history([[(0, 0), (0, 1)]], 1))
+    assert model._score(torch.tensor([0]), torch.eye(3, dtype=torch.float32), None, torch.zeros(3))[0, 0].item() \
+        == pytest.approx(1.0 - model.input_mean[0].item())
 
 
 def test_weights_are_the_ridge_optimum_and_scores_follow_the_swapped_in_support():
@@ -112,12 +122,14 @@ def test_bad_setups_fail_naming_the_key():
     hist = history(rows, 2)
     rated = UserHistory.from_pairs(np.array([0]), np.array([1]), 2, ratings=np.array([4.0], np.float32))
     with pytest.raises(ValueError, match="task=ranking"):
-        EpisodicRidge(2, 4, history=rated)
+        EpisodicRidge(2, 4, history=rated, k=1)
     with pytest.raises(ValueError, match="head.max_items"):
-        EpisodicRidge(2, 4, history=hist, max_items=3)
+        EpisodicRidge(2, 4, history=hist, max_items=3, k=1)
     for key, value in (("k", 0), ("k", 1.5), ("episodes", 0), ("reg", 0.0), ("negative_weight", 1.5),
                        ("ease_weight", -1.0), ("ease_reg", 0.0)):
         with pytest.raises(ValueError, match=f"head.{key}"):
-            EpisodicRidge(2, 4, history=hist, **{key: value})
+            EpisodicRidge(2, 4, history=hist, **{"k": 1, key: value})
     with pytest.raises(ValueError, match="head.k=3"):  # nobody has a rating after their first 3
         EpisodicRidge(2, 4, history=hist, k=3)
+    with pytest.raises(ValueError, match="head.k .*not set"):
+        EpisodicRidge(2, 4, history=hist)
