@@ -45,15 +45,7 @@ class EASE(nn.Module):
         super().__init__()
         if item_text is not None:
             raise ValueError("head=ease reads frozen, cached text vectors: use peft=frozen")
-        if history is None:
-            raise ValueError("head=ease needs the users' training histories (head.user_history=true)")
-        if history.ratings is not None:
-            raise ValueError("head=ease ranks items from implicit histories: use task=ranking "
-                             "(task=rating/ctr need a head that predicts values, e.g. head=mf)")
-        if n_items > max_items:
-            raise ValueError(f"head=ease: {n_items} items need an n_items^2 weight matrix "
-                             f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
-                             "if it fits, or use head=mf")
+        check_item_item_head("ease", history, n_items, max_items, "head=mf")
         if not reg > 0:
             raise ValueError(f"head.reg must be > 0, got {reg}")
         if text_weight < 0:
@@ -93,20 +85,8 @@ class EASE(nn.Module):
         self._set_input(history)
 
     # --- fitting -------------------------------------------------------------------------
-    def _gram(self, history: UserHistory, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        """X^T X and the column sums X^T 1 of the history matrix, a few thousand users' dense rows at a time."""
-        gram = torch.zeros(self.n_items, self.n_items)
-        col_sum = torch.zeros(self.n_items)
-        n = len(history.indptr) - 1
-        for start in range(0, n, chunk):
-            users = torch.arange(start, min(start + chunk, n))
-            rows = _dense_rows(history, users, self.n_items, None, self.negative_weight)
-            gram.addmm_(rows.T, rows)
-            col_sum += rows.sum(0)
-        return gram, col_sum
-
     def _fit(self, history: UserHistory) -> tuple[torch.Tensor, torch.Tensor]:
-        gram, col_sum = self._gram(history)
+        gram, col_sum = history_gram(history, self.n_items, self.negative_weight)
         g = gram.double()
         cold = g.diagonal() == 0  # items nobody in `history` interacted with
         if self.text_weight > 0:
@@ -189,6 +169,34 @@ class EASE(nn.Module):
 
     def regularization(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=users.device)
+
+
+def check_item_item_head(name: str, history: Optional[UserHistory], n_items: int, max_items: int,
+                         instead: str) -> None:
+    """The set-up errors shared by the heads with an n_items x n_items weight matrix fitted on histories."""
+    if history is None:
+        raise ValueError(f"head={name} needs the users' training histories (head.user_history=true)")
+    if history.ratings is not None:
+        raise ValueError(f"head={name} ranks items from implicit histories: use task=ranking "
+                         "(task=rating/ctr need a head that predicts values, e.g. head=mf)")
+    if n_items > max_items:
+        raise ValueError(f"head={name}: {n_items} items need an n_items^2 weight matrix "
+                         f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
+                         f"if it fits, or use {instead}")
+
+
+def history_gram(history: UserHistory, n_items: int, negative_weight: float,
+                 chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """X^T X and the column sums X^T 1 of the history matrix (entries as `_dense_rows` with no decay), a few
+    thousand users' dense rows at a time."""
+    gram = torch.zeros(n_items, n_items)
+    col_sum = torch.zeros(n_items)
+    n = len(history.indptr) - 1
+    for start in range(0, n, chunk):
+        rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), n_items, None, negative_weight)
+        gram.addmm_(rows.T, rows)
+        col_sum += rows.sum(0)
+    return gram, col_sum
 
 
 def _dense_rows(history: UserHistory, users: torch.Tensor, n_items: int, decay: Optional[float],

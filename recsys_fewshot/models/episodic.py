@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
-from recsys_fewshot.models.ease import _dense_rows
+from recsys_fewshot.models.ease import _dense_rows, check_item_item_head, history_gram
 
 
 class EpisodicRidge(nn.Module):
@@ -41,15 +41,7 @@ class EpisodicRidge(nn.Module):
         super().__init__()
         if item_text is not None:
             raise ValueError("head=episodic reads no text: use peft=frozen")
-        if history is None:
-            raise ValueError("head=episodic needs the users' training histories (head.user_history=true)")
-        if history.ratings is not None:
-            raise ValueError("head=episodic ranks items: use task=ranking (task=rating/ctr need a head that "
-                             "predicts values, e.g. head=mf)")
-        if n_items > max_items:
-            raise ValueError(f"head=episodic: {n_items} items need an n_items^2 weight matrix "
-                             f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
-                             "if it fits, or use head=inductive")
+        check_item_item_head("episodic", history, n_items, max_items, "head=inductive")
         if k is None:
             raise ValueError("head.k (the window size) is not set: split=cold_users sets it from split.k; "
                              "with another split give head.k=<number of ratings a new user brings>")
@@ -125,14 +117,9 @@ class EpisodicRidge(nn.Module):
             return empty, empty.clone()
         return torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])
 
-    def _ease(self, history: UserHistory, chunk: int = 4096) -> torch.Tensor:
+    def _ease(self, history: UserHistory) -> torch.Tensor:
         """EASE's B on the whole training histories (liked 1, not liked `negative_weight`)."""
-        gram = torch.zeros(self.n_items, self.n_items, dtype=torch.float64)
-        n = len(history.indptr) - 1
-        for start in range(0, n, chunk):
-            rows = _dense_rows(history, torch.arange(start, min(start + chunk, n)), self.n_items, None,
-                               self.negative_weight).double()
-            gram.addmm_(rows.T, rows)
+        gram = history_gram(history, self.n_items, self.negative_weight)[0].double()
         gram.diagonal().add_(self.ease_reg)
         p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
         b = -p / p.diagonal().unsqueeze(0)
