@@ -93,13 +93,12 @@ class EASE(nn.Module):
             t = self.text.double().cpu()
             g += self.text_weight * (t @ t.T)
         g.diagonal().add_(self.reg)
-        p = torch.cholesky_inverse(torch.linalg.cholesky(g))
-        b = -p / p.diagonal().unsqueeze(0)
+        b = ease_solution(g)
         bias = torch.zeros(self.n_items, dtype=torch.float64)
         if self.cold_map > 0 and cold.any() and not cold.all():
             b[:, cold], bias[cold] = self._cold_columns(gram.double(), col_sum.double(), len(history.indptr) - 1,
                                                         cold)
-        b.fill_diagonal_(0.0)
+            b.fill_diagonal_(0.0)  # the text-mapped columns hold their own items' entries too
         if self.pop_exponent > 0:  # column j / (1 + its input mass)^pop_exponent: popular items stop crowding lists
             b /= (1.0 + col_sum.double()).pow(self.pop_exponent).unsqueeze(0)
         return b.float().to(self.anchor.device), bias.float().to(self.anchor.device)
@@ -183,6 +182,14 @@ def check_item_item_head(name: str, history: Optional[UserHistory], n_items: int
         raise ValueError(f"head={name}: {n_items} items need an n_items^2 weight matrix "
                          f"({n_items ** 2 * 4 / 2 ** 30:.1f} GiB); raise head.max_items (now {max_items}) "
                          f"if it fits, or use {instead}")
+
+
+def ease_solution(gram: torch.Tensor) -> torch.Tensor:
+    """EASE's closed form from the regularised Gram matrix G: P = G^-1, B = -P / diag(P), diag(B) = 0."""
+    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
+    b = -p / p.diagonal().unsqueeze(0)
+    b.fill_diagonal_(0.0)
+    return b
 
 
 def history_gram(history: UserHistory, n_items: int, negative_weight: float,

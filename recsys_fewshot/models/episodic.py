@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
-from recsys_fewshot.models.ease import _dense_rows, check_item_item_head, history_gram
+from recsys_fewshot.models.ease import _dense_rows, check_item_item_head, ease_solution, history_gram
 
 
 class EpisodicRidge(nn.Module):
@@ -121,10 +121,7 @@ class EpisodicRidge(nn.Module):
         """EASE's B on the whole training histories (liked 1, not liked `negative_weight`)."""
         gram = history_gram(history, self.n_items, self.negative_weight)[0].double()
         gram.diagonal().add_(self.ease_reg)
-        p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
-        b = -p / p.diagonal().unsqueeze(0)
-        b.fill_diagonal_(0.0)
-        return b
+        return ease_solution(gram)
 
     # --- histories -----------------------------------------------------------------------
     def set_history(self, history: UserHistory) -> None:
