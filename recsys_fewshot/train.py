@@ -71,9 +71,9 @@ def item_vectors(cfg: DictConfig, data, accelerator) -> tuple[Optional[Any], dic
                           device=str(accelerator.device))
     vectors, stats = encode_items(encoder, texts, resolve_cache_dir(cfg.cache_dir), accelerator)  # sharded over ranks
     log.info("item text, e.g.: %r", texts[0] if texts else "")
-    log.info("encoder %s: %d texts, %d cached, %d encoded in %.1fs", enc.name_or_path, len(texts),
-             stats["hits"], stats["misses"], stats["seconds"])
-    return vectors, {"encoder": enc.name_or_path, **stats}
+    log.info("encoder %s (%s): %d texts, %d cached, %d encoded in %.1fs", enc.name_or_path, encoder.path,
+             len(texts), stats["hits"], stats["misses"], stats["seconds"])
+    return vectors, {"encoder": enc.name_or_path, "path": str(encoder.path), **stats}
 
 
 @dataclass

