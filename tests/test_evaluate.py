@@ -91,3 +91,26 @@ def test_check_counts_a_metric_defined_on_one_side_only_as_not_reproduced():
     assert compare({"rmse": 0.9, "mae": 0.7}, {"rmse": 0.9})[1] == math.inf  # a saved metric not recomputed
     lines, worst = compare({"rmse": 0.9}, {"rmse": 0.95})
     assert worst == pytest.approx(0.05) and lines[1].split() == ["rmse", "0.900000", "0.950000", "5.00e-02"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["cold_items", "cold_users_k5"])
+def test_cold_start_presets_train_the_encoder_with_peft_and_reload(preset, small_ml100k, tiny_bert, tmp_path):
+    """Issue 4's towers with the encoder tuned through peft=: cold items are scored, and cold users' supports
+    pooled, by the LoRA-tuned encoder; the saved run reloads to the same test metrics, and they differ from
+    those of the same run with the adapter's effect removed (the frozen encoder)."""
+    from recsys_fewshot.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    saved = run_job(run, *common(small_ml100k, tiny_bert, tmp_path / "cache"), f"experiment={preset}", "peft=lora",
+                    "peft.r=4", "optimizer.encoder_lr=0.05", "trainer.patience=3")
+    assert (run / "encoder" / "adapter_config.json").is_file()
+    if preset == "cold_items":
+        assert saved["split"]["cold_items"] > 0
+    else:  # every test row is a cold user's, served from the support
+        assert saved["split"]["unseen_user_rows"] == saved["split"]["test"]
+    again = evaluate_run(run)
+    for name, value in saved["test"].items():
+        assert again["test"][name] == pytest.approx(value, abs=1e-6), name
+    frozen = evaluate_run(run, ["peft.method=frozen"])  # the trained head over the untuned encoder
+    assert any(abs(frozen["test"][k] - v) > 1e-6 for k, v in saved["test"].items() if k != "n")
