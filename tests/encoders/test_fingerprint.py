@@ -105,7 +105,7 @@ def test_warm_run_reads_digests_from_the_memo(model, tmp_path, monkeypatch):
     def no_hashing(path):
         raise AssertionError(f"{path} hashed again")
 
-    monkeypatch.setattr(text_encoder, "_hash_file", no_hashing)
+    monkeypatch.setattr(text_encoder, "sha256_file", no_hashing)
     _, stats = encode_cached(TextEncoder(str(model)), TEXTS, cache)
     assert stats["hits"] == len(TEXTS)
 
