@@ -8,7 +8,7 @@
 #   OUT=/tmp/bench bash scripts/bench_coldstart.sh      # elsewhere; existing runs with a metrics.json are reused
 #
 # Needs RECSYS_FEWSHOT_DATA with ml-100k/ and amazon-scientific-unisrec/. amazon_transfer loads the
-# ml100k_seq run of the same seed (init_from): amazon_transfer runs after it. cold_items_mpnet needs
+# ml100k_seq run of the same seed (init_from): amazon_transfer runs after it. cold_items_mpnet and cold_items_ease_mpnet need
 # all-mpnet-base-v2 (the hub cache, or <models root>/sentence-transformers/all-mpnet-base-v2, which
 # `python scripts/fetch_mpnet.py` builds); when it cannot be found the preset is skipped with the reason.
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/bench_coldstart}
 SEEDS=${SEEDS:-0 1 2}
-PRESETS=${PRESETS:-cold_items cold_items_ease cold_items_mpnet cold_users_k5 cold_users_k5_ranking cold_users_k5_episodic cold_users_k20 cold_users_k20_ranking cold_users_k20_episodic warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
+PRESETS=${PRESETS:-cold_items cold_items_mpnet cold_items_ease cold_items_ease_mpnet cold_users_k5 cold_users_k5_ranking cold_users_k5_episodic cold_users_k20 cold_users_k20_ranking cold_users_k20_episodic warm warm_ease amazon_trained amazon_ease amazon_zeroshot ml100k_seq amazon_transfer}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} WANDB_MODE=${WANDB_MODE:-offline}
 mkdir -p "$OUT"
 
@@ -42,13 +42,13 @@ except EncoderError as err:
     sys.exit(3)'
 
 for preset in $PRESETS; do
-  if [ "$preset" = cold_items_mpnet ]; then
+  if [ "$preset" = cold_items_mpnet ] || [ "$preset" = cold_items_ease_mpnet ]; then
     rc=0; why=$("$PY" -c "$ENCODER_CHECK" sentence-transformers/all-mpnet-base-v2 2>&1) || rc=$?
     if [ $rc -eq 3 ]; then
-      echo "skip cold_items_mpnet (python scripts/fetch_mpnet.py builds the encoder's copy): $why"
+      echo "skip $preset (python scripts/fetch_mpnet.py builds the encoder's copy): $why"
       continue
     elif [ $rc -ne 0 ]; then
-      echo "FAILED checking cold_items_mpnet's encoder:"; echo "$why" | tail -5; exit 1
+      echo "FAILED checking $preset's encoder:"; echo "$why" | tail -5; exit 1
     fi
   fi
   for seed in $SEEDS; do
@@ -72,10 +72,12 @@ out, seeds = Path(sys.argv[1]), sys.argv[2:]  # only these seeds: other seed* fo
 ROWS = [
     ("cold_items", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
     ("cold_items", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
-    ("cold_items_ease", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
-    ("cold_items_ease", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
     ("cold_items_mpnet", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
     ("cold_items_mpnet", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
+    ("cold_items_ease", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
+    ("cold_items_ease", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
+    ("cold_items_ease_mpnet", "recall@20", 0.299, "ALS factors from MiniLM (ridge)", 0.34, True),
+    ("cold_items_ease_mpnet", "ndcg@10", 0.266, "ALS factors from MiniLM (ridge)", 0.29, True),
     ("cold_users_k5", "rmse", 0.995, "Surprise BaselineOnly", 0.96, False),
     ("cold_users_k5_ranking", "ndcg@10", 0.404, "LightFM user/item features", 0.45, True),
     ("cold_users_k5_episodic", "ndcg@10", 0.404, "LightFM user/item features", 0.45, True),

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fetch_mpnet: {err}", file=sys.stderr)
         return 1
     hint = "" if root == models_root() else f"export RECSYS_FEWSHOT_MODELS={root}, then "
-    print(f"{dest}\nuse it: {hint}encoder=mpnet or experiment=cold_items_mpnet")
+    print(f"{dest}\nuse it: {hint}encoder=mpnet, experiment=cold_items_mpnet or cold_items_ease_mpnet")
     return 0
 
 

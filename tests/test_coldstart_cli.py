@@ -133,8 +133,8 @@ def test_episodic_head_serves_cold_users_from_their_support_through_the_cli(data
 
 
 @pytest.mark.slow
-def test_cold_items_mpnet_finds_its_encoder_under_the_models_root(data_root, tmp_path):
-    """experiment=cold_items_mpnet names the hub id; offline, the copy at <models root>/sentence-transformers/
+def test_cold_items_ease_mpnet_finds_its_encoder_under_the_models_root(data_root, tmp_path):
+    """experiment=cold_items_ease_mpnet names the hub id; offline, the copy at <models root>/sentence-transformers/
     all-mpnet-base-v2 (here a tiny random MPNet) is what it loads, and metrics.json says which folder that was;
     without a copy the run stops before writing anything, naming the fix."""
     from conftest import build_tiny_mpnet
@@ -142,13 +142,13 @@ def test_cold_items_mpnet_finds_its_encoder_under_the_models_root(data_root, tmp
     models = tmp_path / "models"
     folder = build_tiny_mpnet(models / "sentence-transformers" / "all-mpnet-base-v2")
     run, cache = tmp_path / "run", tmp_path / "cache"
-    proc = cli(*base(data_root, run, cache, "experiment=cold_items_mpnet"), env={"RECSYS_FEWSHOT_MODELS": str(models)})
+    proc = cli(*base(data_root, run, cache, "experiment=cold_items_ease_mpnet"), env={"RECSYS_FEWSHOT_MODELS": str(models)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run / "metrics.json").read_text())
     assert m["encoder"]["encoder"] == "sentence-transformers/all-mpnet-base-v2" and m["encoder"]["path"] == str(folder)
     assert m["split"]["protocol"] == "cold_items" and m["epochs"] == 0 and 0 <= m["test"]["ndcg@10"] <= 1
     bad = tmp_path / "bad"
-    proc = cli(*base(data_root, bad, cache, "experiment=cold_items_mpnet"),
+    proc = cli(*base(data_root, bad, cache, "experiment=cold_items_ease_mpnet"),
                env={"RECSYS_FEWSHOT_MODELS": str(tmp_path / "empty"), "HF_HOME": str(tmp_path / "hf")})
     assert proc.returncode != 0 and "scripts/fetch_mpnet.py" in proc.stderr
     assert not (bad / "metrics.json").exists()
@@ -166,7 +166,8 @@ PRESETS = {  # experiment -> (split protocol function, head target, task)
     "warm": ("per_user", "MF", "ranking"),
     "warm_ease": ("per_user", "EASE", "ranking"),
     "cold_items_ease": ("cold_items", "EASE", "ranking"),
-    "cold_items_mpnet": ("cold_items", "EASE", "ranking"),
+    "cold_items_ease_mpnet": ("cold_items", "EASE", "ranking"),
+    "cold_items_mpnet": ("cold_items", "MF", "ranking"),
     "amazon_ease": ("given", "EASE", None),
     "amazon_trained": ("given", "SeqRec", None),
     "amazon_zeroshot": ("given", "TextPool", None),
