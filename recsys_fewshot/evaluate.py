@@ -82,8 +82,8 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
                        f"unexpected {unexpected[:3]}")
     model.load_state_dict(saved, strict=False)
     model.to(accelerator.device)
-    valid, test, _ = train.evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
-    return {"valid": valid, "test": test}
+    valid, tested = train.evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
+    return {"valid": valid, "test": tested.metrics}
 
 
 def compare(saved: dict, now: dict) -> tuple[list[str], float]:

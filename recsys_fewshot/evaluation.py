@@ -8,7 +8,7 @@ shard and the results are gathered, so metrics do not depend on the number of pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -163,27 +163,57 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
     return {n: np.concatenate([g[n] for g in gathered if n in g])[order] for n in names}
 
 
+def empty_table() -> pd.DataFrame:
+    """The per-user table of a part without ranked users."""
+    return pd.DataFrame({"user": np.zeros(0, np.int64), "relevant": np.zeros(0, np.int64)})
+
+
 def ranking_metrics(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
-                    accelerator, candidates: Optional[np.ndarray] = None) -> tuple[dict[str, float], int]:
-    """Mean ranking metrics over users with at least one relevant item in `frame`; returns (metrics, n_users).
+                    accelerator, candidates: Optional[np.ndarray] = None) -> tuple[dict[str, float], pd.DataFrame]:
+    """Mean ranking metrics over users with at least one relevant item in `frame`, and the per-user table
+    behind them (`user`, `relevant`: their number of distinct relevant items, then one column per metric).
 
     `candidates`: the items ranked (None: all); relevant items outside them cannot be hit but still count.
     """
     liked = frame[relevant(frame, spec)]
     if liked.empty:
-        return {}, 0
+        return {}, empty_table()
     grouped = liked.groupby("user", sort=True)["item"]
     users = np.fromiter(grouped.groups.keys(), dtype=np.int64)
     positives = [g.to_numpy(np.int64) for _, g in grouped]
     per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator,
                           candidates)
-    return M.mean_over_users(per_user), len(users)
+    table = pd.DataFrame({"user": users, "relevant": [len(np.unique(p)) for p in positives], **per_user})
+    return M.mean_over_users(per_user), table
+
+
+class PartResult(NamedTuple):
+    """One evaluated part of a split: its metrics, the pair scores (input order; clipped to the rating range
+    on the rating task), and the per-user ranking table (empty when no ranking was done)."""
+
+    metrics: dict[str, float]
+    scores: np.ndarray
+    per_user: pd.DataFrame
+
+
+def standard_errors(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray,
+                    per_user: pd.DataFrame) -> dict[str, float]:
+    """Standard errors of a part's metrics, with users as the independent units: ranking metrics over the
+    per-user values (`metrics.mean_se`); RMSE and MAE over the pairs clustered by user
+    (`metrics.clustered_error_se`). Metrics without one here (AUC, ...) are left out."""
+    out = {name: M.mean_se(per_user[name].to_numpy()) for name in per_user.columns if "@" in name}
+    if spec.task == "rating" and len(frame):
+        errors = scores.astype(np.float64) - frame["rating"].to_numpy(np.float64)
+        users = frame["user"].to_numpy()
+        out["rmse"] = M.clustered_error_se(users, errors, "rmse")
+        out["mae"] = M.clustered_error_se(users, errors, "mae")
+    return out
 
 
 def evaluate_frame(model, frame: pd.DataFrame, exclude: UserHistory, n_items: int, spec: TaskSpec,
                    accelerator, batch_size: int = 4096,
-                   candidates: Optional[np.ndarray] = None) -> tuple[dict[str, float], np.ndarray]:
-    """All metrics that apply to the task on one part of a split; returns (metrics, pair scores).
+                   candidates: Optional[np.ndarray] = None) -> PartResult:
+    """All metrics that apply to the task on one part of a split: (metrics, pair scores, per-user table).
 
     `candidates`: the split's item set for this part (used unless `spec.candidates` says all/test_items).
     """
@@ -193,9 +223,11 @@ def evaluate_frame(model, frame: pd.DataFrame, exclude: UserHistory, n_items: in
         liked = relevant(frame, spec)  # explicit ratings: do liked items outscore disliked ones?
         out["auc"] = M.auc(liked.astype(int), scores)
     if spec.task == "ranking" or (spec.rank_all and spec.task == "rating"):
-        ranked, _ = ranking_metrics(model, frame, exclude, n_items, spec, accelerator,
-                                    resolve_candidates(spec.candidates, frame, candidates))
+        ranked, per_user = ranking_metrics(model, frame, exclude, n_items, spec, accelerator,
+                                           resolve_candidates(spec.candidates, frame, candidates))
         out.update(ranked)
+    else:
+        per_user = empty_table()
     if spec.task == "rating" and spec.rating_range:
         scores = np.clip(scores, *spec.rating_range)
-    return out, scores
+    return PartResult(out, scores, per_user)

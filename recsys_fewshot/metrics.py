@@ -2,12 +2,14 @@
 
 Rating prediction: `rmse`, `mae`. Binary click/like prediction: `auc`, `accuracy`, `f1`,
 `logloss`. Top-k ranking: `ranking_metrics_per_user` (vectorised over users),
-`mean_over_users` and `ranking_metrics`. scikit-learn is imported lazily, inside the
+`mean_over_users` and `ranking_metrics`. Standard errors: `mean_se` (per-user values) and
+`clustered_error_se` (RMSE / MAE over pairs grouped by user). scikit-learn is imported lazily, inside the
 functions that use it, to keep `import recsys_fewshot.metrics` cheap.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -217,3 +219,35 @@ def ranking_metrics(
 ) -> dict[str, float]:
     """Means over users (with at least one positive) of `ranking_metrics_per_user`."""
     return mean_over_users(ranking_metrics_per_user(topk, positives, ks))
+
+
+def mean_se(values: npt.ArrayLike) -> float:
+    """Standard error of the mean of per-unit values (NaN units dropped): the sample standard deviation
+    (ddof=1) / sqrt(n). NaN with fewer than two units."""
+    arr = np.asarray(values, dtype=np.float64).ravel()
+    arr = arr[~np.isnan(arr)]
+    return float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size >= 2 else float("nan")
+
+
+def clustered_error_se(clusters: npt.ArrayLike, errors: npt.ArrayLike, kind: str = "rmse") -> float:
+    """Standard error of RMSE (`kind="rmse"`) or MAE (`"mae"`) over pairs that are not independent but
+    grouped in clusters (the pairs of one user), from the clusters' totals.
+
+    With per-cluster loss totals s_c (squared or absolute errors), counts n_c, C clusters and the pooled mean
+    m = sum s_c / sum n_c (the MSE or the MAE), the linearised ratio estimator gives
+    var(m) = C / (C - 1) * sum_c (s_c - m n_c)^2 / (sum_c n_c)^2; se(MAE) = sqrt(var(m)) and, by the delta
+    method, se(RMSE) = sqrt(var(m)) / (2 RMSE). NaN with fewer than two clusters (or an RMSE of 0)."""
+    if kind not in ("rmse", "mae"):
+        raise ValueError(f"kind must be 'rmse' or 'mae', got {kind!r}")
+    clusters, errors = _pair(clusters, errors, ("clusters", "errors"))
+    loss = errors.astype(np.float64) ** 2 if kind == "rmse" else np.abs(errors.astype(np.float64))
+    _, index = np.unique(clusters, return_inverse=True)
+    totals, counts = np.bincount(index, loss), np.bincount(index).astype(np.float64)
+    n_clusters = totals.size
+    if n_clusters < 2:
+        return float("nan")
+    m = totals.sum() / counts.sum()
+    var = n_clusters / (n_clusters - 1) * np.sum((totals - m * counts) ** 2) / counts.sum() ** 2
+    if kind == "mae":
+        return float(math.sqrt(var))
+    return float(math.sqrt(var) / (2 * math.sqrt(m))) if m > 0 else float("nan")

@@ -294,7 +294,8 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
 
 
 def evaluate_model(cfg: DictConfig, model, prep: Prepared, split, n_items: int, accelerator):
-    """(valid metrics, test metrics, test pair scores) of a trained model (also `python -m ...evaluate`)."""
+    """(valid metrics, the test part's `PartResult`: metrics, pair scores, per-user ranking table) of a trained
+    model (also `python -m ...evaluate`)."""
     import torch
 
     from recsys_fewshot.evaluation import evaluate_frame
@@ -306,11 +307,11 @@ def evaluate_model(cfg: DictConfig, model, prep: Prepared, split, n_items: int, 
     with torch.no_grad():
         with using_history(model, hists.valid, prep.history):
             valid_metrics = evaluate_frame(model, valid, prep.exclude_valid, n_items, spec, accelerator,
-                                           cfg.trainer.eval_batch_size, cands.get("valid"))[0]
+                                           cfg.trainer.eval_batch_size, cands.get("valid")).metrics
         with using_history(model, hists.test, prep.history):
-            test_metrics, scores = evaluate_frame(model, test, prep.exclude_test, n_items, spec,
-                                                  accelerator, cfg.trainer.eval_batch_size, cands.get("test"))
-    return valid_metrics, test_metrics, scores
+            tested = evaluate_frame(model, test, prep.exclude_test, n_items, spec, accelerator,
+                                    cfg.trainer.eval_batch_size, cands.get("test"))
+    return valid_metrics, tested
 
 
 def adapt_and_test(cfg: DictConfig, model, prep: Prepared, split, n_items: int, task: str, accelerator) -> dict:
@@ -330,7 +331,7 @@ def adapt_and_test(cfg: DictConfig, model, prep: Prepared, split, n_items: int, 
         adapted = adapt_users(model, split.support, prep.known.shape[0], steps, float(cfg.split.adapt_lr))
         with torch.no_grad():
             metrics = evaluate_frame(adapted, split.test, prep.exclude_test, n_items, prep.spec, accelerator,
-                                     cfg.trainer.eval_batch_size, (prep.candidates or {}).get("test"))[0]
+                                     cfg.trainer.eval_batch_size, (prep.candidates or {}).get("test")).metrics
     return {**metrics, "steps": steps, "lr": float(cfg.split.adapt_lr)}
 
 
@@ -346,7 +347,9 @@ def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
 
 
 RUN_CONFIG = "config.yaml"  # the config of the results beside it (.hydra/config.yaml is the latest start's)
-RESULT_FILES = ("metrics.json", "failure.json", "model.safetensors", "predictions.parquet", RUN_CONFIG)
+PER_USER = "per_user.parquet"
+RESULT_FILES = ("metrics.json", "failure.json", "model.safetensors", "predictions.parquet", PER_USER,
+                RUN_CONFIG)
 
 
 def clear_results(run_dir: Path) -> None:
@@ -411,7 +414,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     from hydra.utils import instantiate
 
     from recsys_fewshot import checkpoint, runtime, sweeps, tracking
-    from recsys_fewshot.evaluation import targets
+    from recsys_fewshot.evaluation import standard_errors, targets
     from recsys_fewshot.inductive import load_init
     from recsys_fewshot.models.objectives import TASKS
 
@@ -478,8 +481,9 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         if kg_side is not None:
             from recsys_fewshot.kg.joint import run_summary as kg_run_summary
 
-        valid_metrics, test_metrics, scores = evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
+        valid_metrics, tested = evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
         spec, test = prep.spec, split.test
+        test_metrics, scores = tested.metrics, tested.scores
         timer.lap("eval")
         adapted = adapt_and_test(cfg, model, prep, split, data.n_items, task, accelerator)
         if adapted:
@@ -498,6 +502,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             "epochs": len(result.history),
             "valid": valid_metrics,
             "test": test_metrics,
+            "test_se": standard_errors(spec, test, scores, tested.per_user),
             "baseline": baseline(spec, test, prep.train_targets),
             "encoder": enc_info,
             "seconds": timer.seconds,
@@ -522,10 +527,14 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                 frame = pd.DataFrame({"user_id": data.user_raw_ids()[tu], "item_id": data.item_raw_ids()[ti],
                                       "target": targets(test, spec), "score": scores})
                 tracking.write_parquet(run_dir / "predictions.parquet", frame)
+            if len(tested.per_user):  # per-user test ranking metrics: `python -m recsys_fewshot.compare` pairs them
+                per_user = tested.per_user.assign(user=data.user_raw_ids()[tested.per_user["user"].to_numpy()])
+                tracking.write_parquet(run_dir / PER_USER, per_user.rename(columns={"user": "user_id"}))
             tracking.write_json(run_dir / "metrics.json", summary)
             print_table(summary)
         accelerator.log(tracking.flatten("test", test_metrics) | tracking.flatten("best_valid", result.best))
         tracking.set_summary(accelerator, {**tracking.flatten("test", test_metrics),
+                                           **tracking.flatten("test_se", summary["test_se"]),
                                            **tracking.flatten("valid", valid_metrics),
                                            **tracking.flatten("best_valid", result.best),
                                            "best_epoch": result.best_epoch})
@@ -554,13 +563,16 @@ def baseline(spec, test, y_train) -> dict[str, float]:
 
 def print_table(summary: dict) -> None:
     names = list(dict.fromkeys(list(summary["valid"]) + list(summary["test"])))
-    lines = [f"{'metric':<14}{'valid':>10}{'test':>10}"]
+    se = summary.get("test_se", {})
+    lines = [f"{'metric':<14}{'valid':>10}{'test':>10}{'± se':>9}"]
     for name in names:
         cells = []
         for part in ("valid", "test"):
             v = summary[part].get(name)
             cells.append(f"{v:>10.4f}" if isinstance(v, float) else f"{'-':>10}")
-        lines.append(f"{name:<14}{''.join(cells)}")
+        v = se.get(name)
+        cells.append(f"{v:>9.4f}" if isinstance(v, float) and v == v else f"{'':>9}")
+        lines.append(f"{name:<14}{''.join(cells)}".rstrip())
     sizes = summary["split"]
     print(f"\n{summary['dataset']} / {sizes['protocol']} / task {summary['task']}: "
           f"train {sizes['train']}, valid {sizes['valid']}, test {sizes['test']} "

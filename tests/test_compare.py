@@ -1,0 +1,187 @@
+"""Standard errors of test metrics (`metrics.mean_se`, `metrics.clustered_error_se`), the per-user table a run
+writes, and the paired comparison of two runs (`python -m recsys_fewshot.compare`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakes import write_ml100k
+from recsys_fewshot import metrics as M
+from recsys_fewshot.compare import CompareError, compare, format_table, main
+from test_train_cli import REPO, cli
+
+# ---------------------------------------------------------------- standard errors: known answers
+
+
+def test_mean_se_is_the_sample_std_over_root_n_and_skips_nan_users():
+    assert M.mean_se([1.0, 2.0, 3.0, 4.0]) == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert M.mean_se([1.0, np.nan, 3.0]) == pytest.approx(math.sqrt(2) / math.sqrt(2))
+    assert math.isnan(M.mean_se([0.5])) and math.isnan(M.mean_se([np.nan, 0.2]))
+
+
+def test_clustered_error_se_with_one_pair_per_user_is_the_plain_se():
+    rng = np.random.default_rng(0)
+    err = rng.normal(0, 1, 50)
+    users = np.arange(50)
+    assert M.clustered_error_se(users, err, "mae") == pytest.approx(np.abs(err).std(ddof=1) / math.sqrt(50))
+    se_mse = (err ** 2).std(ddof=1) / math.sqrt(50)
+    assert M.clustered_error_se(users, err, "rmse") == pytest.approx(se_mse / (2 * math.sqrt(np.mean(err ** 2))))
+
+
+def test_clustered_error_se_does_not_shrink_when_a_user_repeats_the_same_errors():
+    """Doubling every user's pairs adds no information: the clustered se stays put, where treating the pairs
+    as independent would shrink it by sqrt(2)."""
+    rng = np.random.default_rng(1)
+    err = rng.normal(0, 1, 80)
+    users = np.arange(80)
+    once = M.clustered_error_se(users, err)
+    twice = M.clustered_error_se(np.repeat(users, 2), np.repeat(err, 2))
+    assert twice == pytest.approx(once)
+    naive = (np.repeat(err, 2) ** 2).std(ddof=1) / math.sqrt(160) / (2 * math.sqrt(np.mean(err ** 2)))
+    assert naive < 0.75 * twice
+
+
+def test_clustered_error_se_refuses_bad_input():
+    with pytest.raises(ValueError, match="kind"):
+        M.clustered_error_se([0, 1], [0.1, 0.2], "mse")
+    with pytest.raises(ValueError, match="length mismatch"):
+        M.clustered_error_se([0, 1, 2], [0.1, 0.2])
+    assert math.isnan(M.clustered_error_se([3, 3], [0.1, 0.2]))  # one user: no spread to measure
+
+
+# ---------------------------------------------------------------- compare on hand-made run folders
+
+
+def fake_run(folder: Path, per_user: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
+             task: str = "ranking", seed: int = 0) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "dataset": "fake", "task": task,
+        "split": {"protocol": "per_user", "seed": seed, "train": 10, "valid": 2, "test": 5, "users": 3, "items": 4}}))
+    if per_user is not None:
+        per_user.to_parquet(folder / "per_user.parquet", index=False)
+    if predictions is not None:
+        predictions.to_parquet(folder / "predictions.parquet", index=False)
+    return folder
+
+
+def ranking_table(values: np.ndarray, users=None) -> pd.DataFrame:
+    users = np.arange(len(values)) + 100 if users is None else users
+    return pd.DataFrame({"user_id": users.astype(str), "relevant": 3, "ndcg@10": values, "recall@10": values / 2})
+
+
+def test_a_planted_gain_is_found_and_identical_runs_are_not(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0, 0.8, 300)
+    a = fake_run(tmp_path / "a", ranking_table(np.clip(base + 0.05 + rng.normal(0, 0.02, 300), 0, 1)))
+    b = fake_run(tmp_path / "b", ranking_table(base))
+    info, rows = compare(a, b, ["ndcg@10"], resamples=2000)
+    (row,) = rows
+    assert info["protocol"] == "per_user" and row.users == 300
+    assert row.diff == pytest.approx(row.a - row.b) and row.diff > 0.04
+    assert row.ci_low > 0 and row.p_value < 0.01
+    assert "  A" in format_table(a, b, info, rows, 2000).splitlines()[-1]
+    # the same values in a shuffled user order: no difference at all
+    order = rng.permutation(300)
+    same = fake_run(tmp_path / "same", ranking_table(base[order], (np.arange(300) + 100)[order]))
+    (row,) = compare(b, same, ["ndcg@10"], resamples=500)[1]
+    assert row.diff == 0 and row.p_value == 1.0 and row.ci_low == row.ci_high == 0
+
+
+def test_a_difference_within_the_noise_is_not_called(tmp_path):
+    rng = np.random.default_rng(3)
+    a = fake_run(tmp_path / "a", ranking_table(rng.uniform(0, 1, 200)))
+    b = fake_run(tmp_path / "b", ranking_table(rng.uniform(0, 1, 200)))
+    (row,) = compare(a, b, ["ndcg@10"], resamples=2000)[1]
+    assert row.ci_low < row.diff < row.ci_high
+    assert row.se == pytest.approx(math.sqrt(2 / 12 / 200), rel=0.25)  # two independent U(0,1) per user
+
+
+def test_rmse_is_compared_from_the_predictions_with_users_kept_together(tmp_path):
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(60), 5).astype(str)
+    items = np.tile(np.arange(5), 60).astype(str)
+    target = rng.integers(1, 6, 300).astype(float)
+    good = target + rng.normal(0, 0.5, 300)
+    bad = target + rng.normal(0, 1.0, 300)
+    frame = pd.DataFrame({"user_id": users, "item_id": items, "target": target})
+    a = fake_run(tmp_path / "a", predictions=frame.assign(score=good), task="rating")
+    b = fake_run(tmp_path / "b", predictions=frame.assign(score=bad), task="rating")
+    info, rows = compare(a, b, resamples=1000)  # default for a rating run without per-user tables: rmse, mae
+    assert [r.metric for r in rows] == ["rmse", "mae"]
+    rmse, mae = rows
+    assert rmse.a == pytest.approx(math.sqrt(np.mean((good - target) ** 2)))
+    assert mae.b == pytest.approx(np.mean(np.abs(bad - target)))
+    assert rmse.lower_is_better and rmse.diff < 0 and rmse.ci_high < 0 and rmse.p_value < 0.01
+    assert rmse.users == 60
+
+
+def test_runs_on_different_test_sets_are_refused_with_the_reason(tmp_path):
+    table = ranking_table(np.linspace(0, 1, 10))
+    a = fake_run(tmp_path / "a", table)
+    with pytest.raises(CompareError, match="seed = 0 vs 1"):
+        compare(a, fake_run(tmp_path / "b", table, seed=1), resamples=100)
+    with pytest.raises(CompareError, match="different users"):
+        compare(a, fake_run(tmp_path / "c", ranking_table(np.linspace(0, 1, 10), np.arange(10) + 7)), resamples=100)
+    with pytest.raises(CompareError, match=r"per_user\.parquet: not found"):
+        compare(a, fake_run(tmp_path / "d"), ["ndcg@10"], resamples=100)
+    with pytest.raises(CompareError, match=r"no column 'ndcg@5'.*ndcg@10, recall@10"):
+        compare(a, a, ["ndcg@5"], resamples=100)
+    with pytest.raises(CompareError, match="not rating"):
+        compare(a, a, ["rmse"], resamples=100)
+    with pytest.raises(CompareError, match="metrics.json: not found"):
+        compare(a, tmp_path / "nowhere", resamples=100)
+
+
+def test_main_prints_an_error_and_exits_2(tmp_path, capsys):
+    a = fake_run(tmp_path / "a", ranking_table(np.linspace(0, 1, 10)))
+    assert main([str(a), str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- through the real CLI
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_ml100k(root / "ml-100k", n_users=80, n_items=40, n_per_user=20, seed=5)
+    return root
+
+
+@pytest.mark.slow
+def test_training_runs_write_per_user_tables_and_compare_pairs_them(data_root, tmp_path):
+    common = [f"dataset.root={data_root}", f"cache_dir={tmp_path / 'cache'}", "logger=none",
+              "trainer.progress=false", "encoder=none", "head=ease", "split=per_user", "task=ranking",
+              "eval.ks=[5,10]"]
+    runs = {}
+    for name, reg in (("strong", 10.0), ("weak", 1000.0)):
+        runs[name] = tmp_path / name
+        proc = cli(*common, f"hydra.run.dir={runs[name]}", f"head.reg={reg}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((runs["strong"] / "metrics.json").read_text())
+    table = pd.read_parquet(runs["strong"] / "per_user.parquet")
+    # the table is what the means came from; raw user ids; the se is the table's
+    assert len(table) == table["user_id"].nunique() and table["relevant"].min() >= 1
+    assert table["user_id"].isin(pd.read_csv(data_root / "ml-100k" / "u.data", sep="\t", header=None)[0]
+                                 .astype(str)).all()
+    assert table["ndcg@10"].mean() == pytest.approx(m["test"]["ndcg@10"])
+    assert m["test_se"]["ndcg@10"] == pytest.approx(table["ndcg@10"].std(ddof=1) / math.sqrt(len(table)))
+    out = tmp_path / "cmp.json"
+    proc = subprocess.run([sys.executable, "-m", "recsys_fewshot.compare", str(runs["strong"]), str(runs["weak"]),
+                           "--resamples", "500", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert [r["metric"] for r in saved["metrics"]] == ["ndcg@5", "ndcg@10", "recall@5", "recall@10"]
+    ndcg10 = saved["metrics"][1]
+    assert ndcg10["a"] == pytest.approx(m["test"]["ndcg@10"]) and ndcg10["users"] == len(table)
+    assert "ndcg@10" in proc.stdout and "95% interval" in proc.stdout
