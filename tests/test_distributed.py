@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fakes import write_ml100k
@@ -67,6 +68,11 @@ def test_two_processes_give_the_metrics_of_one_in_one_run_dir_with_one_cache_wri
     for name, value in one["test"].items():
         tol = TOLERANCE.get(name, RANKING_TOLERANCE)
         assert two["test"][name] == pytest.approx(value, abs=tol), name
+    # the per-user ranking table is gathered from both ranks: every test user once, in one order
+    t1, t2 = (pd.read_parquet(d / "per_user.parquet") for d in (tmp_path / "one", run))
+    assert t2["user_id"].tolist() == t1["user_id"].tolist() and (t2["relevant"] == t1["relevant"]).all()
+    assert t2["ndcg@10"].mean() == pytest.approx(two["test"]["ndcg@10"])
+    assert two["test_se"]["rmse"] == pytest.approx(one["test_se"]["rmse"], rel=0.2)
 
 
 def test_cpu_is_chosen_for_a_multi_process_launch_without_cuda_and_fp16_is_recorded_as_fp32(monkeypatch):
