@@ -61,7 +61,9 @@ done
 
 "$PY" - "$OUT" $SEEDS <<'EOF'
 """Our numbers (mean ± sample std (ddof=1) over the seeds of SEEDS) beside the peers of issue 4, and the
-wall-clock per run. n counts the runs with a finite value; one value: the mean alone (as recsys_fewshot.report)."""
+wall-clock per run. n counts the runs with a finite value; one value: the mean alone (as recsys_fewshot.report).
+se: the runs' mean test standard error (metrics.json test_se: users as the units), the noise of one test set
+that the seeds' std does not show (closed-form heads have std 0); short/se: a missed target's distance in it."""
 import json, sys
 from pathlib import Path
 
@@ -101,7 +103,8 @@ ROWS = [
     ("amazon_zeroshot", "recall@50", float("nan"), "-", float("nan"), True),
     ("amazon_transfer", "recall@10", 0.130, "Recformer zero-shot", 0.13, True),
 ]
-print(f"\n{'preset':<24}{'metric':<11}{'ours (mean ± std, n)':<24}{'peer':>8}  {'target':>7}  met  {'s/run':>6}  peer")
+print(f"\n{'preset':<24}{'metric':<11}{'ours (mean ± std, n)':<24}{'se':>7}{'peer':>8}  {'target':>7}  met  "
+      f"{'short/se':>8}  {'s/run':>6}  peer")
 for preset, metric, peer, who, target, up in ROWS:
     runs = [p for p in (out / preset / f"seed{s}" / "metrics.json" for s in seeds) if p.is_file()]
     if not runs:
@@ -116,5 +119,11 @@ for preset, metric, peer, who, target, up in ROWS:
         ours = f"{mean:.4f} ± {values.std(ddof=1):.4f} ({len(values)})"
     else:
         ours = f"{mean:.4f} ({len(values)})" if len(values) else "- (0)"
-    print(f"{preset:<24}{metric:<11}{ours:<24}{peer:>8.4f}  {target:>7.3f}  {met:<4} {secs:>6.0f}  {who}")
+    ses = np.array([(d.get("test_se") or {}).get(metric) for d in data], float)
+    ses = ses[np.isfinite(ses)]
+    se = float(ses.mean()) if len(ses) else float("nan")
+    se_txt = f"{se:.4f}" if se == se else "-"
+    short = f"{abs(target - mean) / se:.1f}" if met == "NO" and se == se and se > 0 else "-"
+    print(f"{preset:<24}{metric:<11}{ours:<24}{se_txt:>7}{peer:>8.4f}  {target:>7.3f}  {met:<4} {short:>8}  "
+          f"{secs:>6.0f}  {who}")
 EOF

@@ -12,10 +12,11 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_coldstart.sh"
 
 
-def fake_run(out: Path, preset: str, seed: int, metrics: dict, seconds: float = 10.0) -> None:
+def fake_run(out: Path, preset: str, seed: int, metrics: dict, seconds: float = 10.0, se: dict | None = None) -> None:
     folder = out / preset / f"seed{seed}"
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"test": metrics, "seconds": {"total": seconds}}))
+    summary = {"test": metrics, "seconds": {"total": seconds}, **({"test_se": se} if se is not None else {})}
+    (folder / "metrics.json").write_text(json.dumps(summary))
 
 
 def summary(out: Path, seeds: str) -> dict[str, str]:
@@ -45,3 +46,12 @@ def test_summary_std_is_the_sample_std_and_n_counts_finite_values(tmp_path):
     rows = summary(tmp_path, "0 1 2")
     assert "0.4000 ± 0.1000 (3)" in rows["recall@20"], rows  # ddof=1: std of 0.3, 0.4, 0.5 is 0.1
     assert "0.2000 (1)" in rows["ndcg@10"], rows  # one finite value: no std, n=1
+
+
+def test_summary_shows_the_test_se_and_how_many_of_them_a_miss_is_short(tmp_path):
+    fake_run(tmp_path, "cold_items", 0, {"recall@20": 0.30, "ndcg@10": 0.35}, se={"recall@20": 0.02, "ndcg@10": 0.01})
+    fake_run(tmp_path, "cold_items", 1, {"recall@20": 0.30, "ndcg@10": 0.35}, se={"recall@20": 0.02, "ndcg@10": 0.03})
+    rows = summary(tmp_path, "0 1")
+    # recall@20: 0.30 vs the target 0.34, se 0.02: 2.0 se short; ndcg@10 (mean se 0.02) meets 0.29: no distance
+    assert " 0.0200 " in rows["recall@20"] and " NO " in rows["recall@20"] and " 2.0 " in rows["recall@20"], rows
+    assert " 0.0200 " in rows["ndcg@10"] and " yes " in rows["ndcg@10"] and " 2.0 " not in rows["ndcg@10"], rows
