@@ -6,7 +6,9 @@ data, split and seed); the comparison is then paired, user by user:
 * ranking metrics (`ndcg@10`, `recall@20`, ...) from each run's `per_user.parquet`: the difference of the
   means over the users both runs ranked (they must be the same users);
 * `rmse` / `mae` from each run's `predictions.parquet` (the test pairs, in the same order in both runs):
-  the difference of the pooled errors, with each user's pairs kept together.
+  the difference of the pooled errors, with each user's pairs kept together;
+* `auc` (CTR runs, and ranking runs on explicit ratings) from the same files: liked vs not-liked test pairs,
+  ties counted half, each user's pairs again kept together.
 
 For each metric it prints A, B, A - B, its standard error, a 95% bootstrap interval (users resampled with
 replacement, `--resamples` times) and a two-sided p-value from a paired permutation test (each user's A and
@@ -81,41 +83,119 @@ def check_same_test(a: Path, b: Path) -> dict:
     return info_a
 
 
-def _stats(values_a: np.ndarray, values_b: np.ndarray, weights: np.ndarray,
-           statistic: Callable[[np.ndarray, np.ndarray], np.ndarray], resamples: int, seed: int):
+def _chunk(width: int) -> int:
+    return max(1, min(CHUNK, 2 ** 22 // max(width, 1)))  # resamples x width stays a few MB
+
+
+def _stats(n_users: int, statistic: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+           resamples: int, seed: int, width: int):
     """Observed A, B and the difference, plus its bootstrap se and 95% interval and the permutation p-value.
 
-    `statistic(values, weights)` maps [R, U] per-user values (and the same-shaped weights) to R numbers."""
-    n = len(values_a)
-    obs_a = float(statistic(values_a[None], weights[None])[0])
-    obs_b = float(statistic(values_b[None], weights[None])[0])
-    diff = obs_a - obs_b
+    `statistic(mult, swap)` gives the R values of A and of B when user u counts mult[r, u] times ([R, U]
+    floats) and, where swap[r, u], user u's A and B data trade places. `width`: the data per resample row
+    (users or pairs), to size the chunks."""
+    ones = np.ones((1, n_users))
+    a, b = (float(v[0]) for v in statistic(ones, np.zeros((1, n_users), bool)))
+    diff = a - b
     rng = np.random.default_rng(seed)
     boot, perm = [], []
-    for start in range(0, resamples, CHUNK):
-        r = min(CHUNK, resamples - start)
-        idx = rng.integers(0, n, size=(r, n))
-        w = weights[idx]
-        boot.append(statistic(values_a[idx], w) - statistic(values_b[idx], w))
-        swap = rng.random((r, n)) < 0.5
-        wp = np.broadcast_to(weights, (r, n))
-        perm.append(statistic(np.where(swap, values_b, values_a), wp)
-                    - statistic(np.where(swap, values_a, values_b), wp))
+    step = _chunk(width)
+    for start in range(0, resamples, step):
+        r = min(step, resamples - start)
+        drawn = rng.integers(0, n_users, size=(r, n_users)) + n_users * np.arange(r)[:, None]
+        mult = np.bincount(drawn.ravel(), minlength=r * n_users).reshape(r, n_users).astype(np.float64)
+        va, vb = statistic(mult, np.zeros((r, n_users), bool))
+        boot.append(va - vb)
+        va, vb = statistic(np.broadcast_to(ones, (r, n_users)), rng.random((r, n_users)) < 0.5)
+        perm.append(va - vb)
     boot, perm = np.concatenate(boot), np.concatenate(perm)
+    boot = boot[np.isfinite(boot)]  # an AUC resample without liked (or without not-liked) pairs is undefined
+    if len(boot) < 2:
+        raise CompareError("the bootstrap resamples left no defined value: too few users or pairs to compare")
     low, high = np.quantile(boot, [0.025, 0.975])
     p = (1 + int(np.sum(np.abs(perm) >= abs(diff) - 1e-12))) / (resamples + 1)
-    return obs_a, obs_b, diff, float(boot.std(ddof=1)), float(low), float(high), float(p)
+    return a, b, diff, float(boot.std(ddof=1)), float(low), float(high), float(p)
 
 
-def _mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return values.mean(axis=1)
+def _swapped(a: np.ndarray, b: np.ndarray, swap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.where(swap, b, a), np.where(swap, a, b)
 
 
-def _pooled(kind: str):
-    def pooled(totals: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        m = totals.sum(axis=1) / counts.sum(axis=1)
-        return np.sqrt(m) if kind == "rmse" else m
-    return pooled
+def mean_statistic(a: np.ndarray, b: np.ndarray):
+    """Per-user values (ranking metrics): the mean over users."""
+    def statistic(mult, swap):
+        xa, xb = _swapped(a, b, swap)
+        total = mult.sum(axis=1)
+        return (mult * xa).sum(axis=1) / total, (mult * xb).sum(axis=1) / total
+    return statistic
+
+
+def pooled_statistic(kind: str, a: np.ndarray, b: np.ndarray, counts: np.ndarray):
+    """Per-user error totals (squared for rmse, absolute for mae) and pair counts: the pooled error."""
+    def statistic(mult, swap):
+        xa, xb = _swapped(a, b, swap)
+        n = (mult * counts).sum(axis=1)
+        ma, mb = (mult * xa).sum(axis=1) / n, (mult * xb).sum(axis=1) / n
+        return (np.sqrt(ma), np.sqrt(mb)) if kind == "rmse" else (ma, mb)
+    return statistic
+
+
+class _Ranked:
+    """Scores sorted once, with each tie group's first and last position: AUCs under many weightings."""
+
+    def __init__(self, scores: np.ndarray, labels: np.ndarray):
+        n = len(scores)
+        self.order = np.argsort(scores, kind="stable")
+        s = scores[self.order]
+        self.labels = labels[self.order].astype(np.float32)
+        starts = np.r_[True, s[1:] != s[:-1]]
+        ends = np.r_[starts[1:], True]
+        self.first = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+        self.last = np.minimum.accumulate(np.where(ends, np.arange(n), n - 1)[::-1])[::-1]
+
+    def auc(self, w: np.ndarray) -> np.ndarray:
+        """AUC per row of pair weights [R, n], given in sorted order (0: the pair is absent)."""
+        neg = w * (1 - self.labels)
+        pos = w * self.labels
+        below_incl = np.cumsum(neg, axis=1, dtype=np.float64)
+        below = below_incl[:, self.first] - neg[:, self.first]  # not-liked weight strictly below the tie group
+        tied = below_incl[:, self.last] - below  # not-liked weight in the group itself
+        return (pos * (below + 0.5 * tied)).sum(axis=1) / (pos.sum(axis=1, dtype=np.float64)
+                                                           * neg.sum(axis=1, dtype=np.float64))
+
+
+def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC under each row of pair weights ([R, n]; 0: the pair is absent) for fixed scores and 0/1 labels
+    ([n]): the weighted share of (liked, not-liked) pairs the scores order right, ties counted half."""
+    ranked = _Ranked(np.asarray(scores, np.float64), np.asarray(labels, np.float64))
+    return ranked.auc(np.asarray(weights, np.float32)[:, ranked.order])
+
+
+def mid_ranks(scores: np.ndarray) -> np.ndarray:
+    """Each score's rank among all of them, in (0, 1], ties sharing their mean rank: a monotone map, so any
+    AUC of these scores alone is unchanged."""
+    ranked = _Ranked(scores, np.zeros(len(scores)))
+    out = np.empty(len(scores))
+    out[ranked.order] = (ranked.first + ranked.last + 2) / (2 * len(scores))
+    return out
+
+
+def auc_statistic(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """Both runs' pair scores, the pairs' users (0..U-1) and labels: the AUC, each user's pairs together.
+
+    AUC compares pairs across users, so a user swapped in the permutation test puts one run's scores beside
+    the other run's: each run's scores are first replaced by their mid-ranks within that run (the same
+    AUC, one scale for both). Both runs' ranks are then sorted together once; a resample only weights them,
+    so no resample sorts anything."""
+    ranked = _Ranked(np.concatenate([mid_ranks(a), mid_ranks(b)]), np.concatenate([labels, labels]))
+    owner = np.concatenate([users, users])[ranked.order]  # each sorted score's user
+    from_b = ranked.order >= len(a)  # ... and run
+
+    def statistic(mult, swap):
+        w = mult[:, owner].astype(np.float32)
+        in_a = swap[:, owner] == from_b  # A's scores: its own, or B's where the user is swapped
+        return ranked.auc(np.where(in_a, w, 0)), ranked.auc(np.where(in_a, 0, w))
+    return statistic
 
 
 def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,8 +213,9 @@ def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarra
     return ta[metric].to_numpy(np.float64), tb.loc[ta.index, metric].to_numpy(np.float64)
 
 
-def error_totals(a: Path, b: Path, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-user totals of squared (rmse) or absolute (mae) errors in both runs, and the users' pair counts."""
+def paired_predictions(a: Path, b: Path):
+    """Both runs' test pairs, checked to be the same pairs in the same order: (A's frame, B's scores, each
+    pair's user as 0..U-1)."""
     pa, pb = _read_parquet(a, PREDICTIONS), _read_parquet(b, PREDICTIONS)
     same = (len(pa) == len(pb) and (pa["user_id"].to_numpy() == pb["user_id"].to_numpy()).all()
             and (pa["item_id"].to_numpy() == pb["item_id"].to_numpy()).all()
@@ -142,17 +223,23 @@ def error_totals(a: Path, b: Path, kind: str) -> tuple[np.ndarray, np.ndarray, n
     if not same:
         raise CompareError(f"{a / PREDICTIONS} and {b / PREDICTIONS} hold different test pairs: not the same test "
                            "set")
-    users = np.unique(pa["user_id"].to_numpy(), return_inverse=True)[1]
+    users = np.unique(pa["user_id"].to_numpy(), return_inverse=True)[1].ravel()
+    return pa, pb["score"].to_numpy(np.float64), users
+
+
+def error_totals(a: Path, b: Path, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-user totals of squared (rmse) or absolute (mae) errors in both runs, and the users' pair counts."""
+    pa, score_b, users = paired_predictions(a, b)
     target = pa["target"].to_numpy(np.float64)
 
-    def totals(frame) -> np.ndarray:
-        err = frame["score"].to_numpy(np.float64) - target
+    def totals(score: np.ndarray) -> np.ndarray:
+        err = score - target
         return np.bincount(users, err ** 2 if kind == "rmse" else np.abs(err))
-    return totals(pa), totals(pb), np.bincount(users).astype(np.float64)
+    return totals(pa["score"].to_numpy(np.float64)), totals(score_b), np.bincount(users).astype(np.float64)
 
 
 def default_metrics(a: Path, task: Optional[str]) -> list[str]:
-    names = list(ERROR_METRICS) if task == "rating" else []
+    names = list(ERROR_METRICS) if task == "rating" else ["auc"] if task == "ctr" else []
     if (a / PER_USER).is_file():
         import pandas as pd
 
@@ -176,12 +263,25 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
         if name in ERROR_METRICS:
             if info.get("task") != "rating":
                 raise CompareError(f"--metric {name}: the runs' task is {info.get('task')!r}, not rating")
-            va, vb, w = error_totals(a, b, name)
-            stats = _stats(va, vb, w, _pooled(name), resamples, seed)
-            out.append(Comparison(name, *stats, users=len(w), lower_is_better=True))
+            va, vb, counts = error_totals(a, b, name)
+            stats = _stats(len(counts), pooled_statistic(name, va, vb, counts), resamples, seed, len(counts))
+            out.append(Comparison(name, *stats, users=len(counts), lower_is_better=True))
+        elif name == "auc":
+            if info.get("task") not in ("ctr", "ranking"):
+                raise CompareError(f"--metric auc: the runs' task is {info.get('task')!r}; their pairs' targets are "
+                                   "0/1 labels only on ctr and ranking runs")
+            pa, score_b, users = paired_predictions(a, b)
+            labels = pa["target"].to_numpy(np.float64)
+            if labels.min() == labels.max():
+                raise CompareError(f"--metric auc: every test pair in {a / PREDICTIONS} has target {labels[0]:g}; "
+                                   "AUC needs liked and not-liked pairs")
+            n_users = int(users.max()) + 1
+            stats = _stats(n_users, auc_statistic(users, labels, pa["score"].to_numpy(np.float64), score_b),
+                           resamples, seed, 2 * len(users))
+            out.append(Comparison(name, *stats, users=n_users, lower_is_better=False))
         else:
             va, vb = ranking_values(a, b, name)
-            stats = _stats(va, vb, np.ones_like(va), _mean, resamples, seed)
+            stats = _stats(len(va), mean_statistic(va, vb), resamples, seed, len(va))
             out.append(Comparison(name, *stats, users=len(va), lower_is_better=False))
     return info, out
 
@@ -208,7 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--metric", action="append", default=None,
-                        help="a metric to compare (repeatable); default: rmse/mae (rating) and every ndcg@k, recall@k")
+                        help="a metric to compare (repeatable): rmse, mae, auc or a ranking metric; default: "
+                             "rmse/mae (rating), auc (ctr), and every ndcg@k, recall@k")
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison here as JSON")

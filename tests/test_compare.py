@@ -185,3 +185,71 @@ def test_training_runs_write_per_user_tables_and_compare_pairs_them(data_root, t
     ndcg10 = saved["metrics"][1]
     assert ndcg10["a"] == pytest.approx(m["test"]["ndcg@10"]) and ndcg10["users"] == len(table)
     assert "ndcg@10" in proc.stdout and "95% interval" in proc.stdout
+
+
+# ---------------------------------------------------------------- AUC
+
+
+def test_weighted_auc_matches_sklearn_counts_ties_half_and_reads_weights_as_copies():
+    from sklearn.metrics import roc_auc_score
+
+    from recsys_fewshot.compare import weighted_auc
+
+    rng = np.random.default_rng(6)
+    scores = rng.integers(0, 5, 40).astype(float)  # many ties
+    labels = (rng.random(40) < 0.4).astype(float)
+    got = weighted_auc(scores, labels, np.ones((1, 40)))[0]
+    assert got == pytest.approx(roc_auc_score(labels, scores))
+    assert weighted_auc(np.array([1.0, 1.0]), np.array([1.0, 0.0]), np.ones((1, 2)))[0] == 0.5
+    copies = rng.integers(0, 3, (3, 40))  # three rows of weights at once; weight 0: the pair is absent
+    for row in range(3):
+        expanded = roc_auc_score(np.repeat(labels, copies[row]), np.repeat(scores, copies[row]))
+        assert weighted_auc(scores, labels, copies.astype(float))[row] == pytest.approx(expanded)
+
+
+def ctr_runs(tmp_path: Path, noise_a: float, noise_b: float, seed: int = 7, scale_b=lambda x: x):
+    rng = np.random.default_rng(seed)
+    n_users, per_user = 150, 6
+    labels = (rng.random(n_users * per_user) < 0.5).astype(float)
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), per_user).astype(str),
+                          "item_id": np.tile(np.arange(per_user), n_users).astype(str), "target": labels})
+    a = fake_run(tmp_path / "a", predictions=frame.assign(score=labels + rng.normal(0, noise_a, len(labels))),
+                 task="ctr")
+    b = fake_run(tmp_path / "b", predictions=frame.assign(score=scale_b(labels + rng.normal(0, noise_b, len(labels)))),
+                 task="ctr")
+    return a, b, frame
+
+
+def test_ctr_runs_are_compared_on_auc_by_default(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    a, b, frame = ctr_runs(tmp_path, 0.6, 1.5)
+    info, rows = compare(a, b, resamples=1000)
+    (row,) = rows
+    assert row.metric == "auc" and row.users == 150 and not row.lower_is_better
+    scores_a = pd.read_parquet(a / "predictions.parquet")["score"]
+    assert row.a == pytest.approx(roc_auc_score(frame["target"], scores_a))
+    assert row.diff > 0 and row.ci_low > 0 and row.p_value < 0.01
+
+
+def test_auc_needs_both_classes_and_a_labelled_task(tmp_path):
+    frame = pd.DataFrame({"user_id": ["1", "2", "3"], "item_id": ["a", "b", "c"], "target": 1.0, "score": 0.5})
+    a = fake_run(tmp_path / "a", ranking_table(np.linspace(0, 1, 3)), predictions=frame)
+    with pytest.raises(CompareError, match="AUC needs liked and not-liked"):
+        compare(a, a, ["auc"], resamples=100)
+    r = fake_run(tmp_path / "r", predictions=frame, task="rating")
+    with pytest.raises(CompareError, match="0/1 labels only on ctr and ranking"):
+        compare(r, r, ["auc"], resamples=100)
+
+
+def test_auc_permutation_test_holds_when_the_runs_score_on_different_scales(tmp_path):
+    """Swapping a user's scores between runs puts them beside the other run's: on raw scores a run scoring
+    in logits and one scoring 100x larger would make every permuted AUC noise and the p-value far too large.
+    On within-run ranks the p-value agrees with the bootstrap interval."""
+    a, b, _ = ctr_runs(tmp_path, 0.9, 1.2, seed=8, scale_b=lambda x: 100 * x + 50)
+    (row,) = compare(a, b, resamples=4000)[1]
+    assert row.ci_low > 0  # the bootstrap sees the gain ...
+    assert row.p_value < 0.01  # ... and so does the permutation test
+    (same,) = compare(a, fake_run(tmp_path / "c", predictions=pd.read_parquet(a / "predictions.parquet")
+                                  .assign(score=lambda f: np.exp(f["score"])), task="ctr"), resamples=500)[1]
+    assert same.diff == pytest.approx(0) and same.p_value == 1.0  # a monotone map changes no AUC
