@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 SEED_KEYS = ("seed", "split.seed")
 DEFAULT_METRICS = ("rmse", "mae", "auc", "recall@", "ndcg@")  # test/<these>, in this order, when present
-PARTS = ("valid", "test", "baseline", "best_valid")
+PARTS = ("valid", "test", "test_se", "baseline", "best_valid")  # test_se/<metric>: the run's test standard error
 
 
 class ReportError(ValueError):

@@ -164,3 +164,18 @@ def test_a_refused_later_start_makes_the_job_failed_and_partial_metrics_show_the
     assert "| 2 | 0.9500 ± 0.0707 | 0.7000 (1/2) |" in text  # the AUC mean is over 1 of the 2 runs
     frame = rep.to_frame(table)
     assert frame.loc[0, "n"] == 2 and frame.loc[0, "test/auc_n"] == 1 and frame.loc[0, "test/rmse_n"] == 2
+
+
+def test_the_test_standard_errors_can_be_reported_beside_the_means(tmp_path):
+    """test_se/<metric> (metrics.json's test_se) is a metric like the others: not shown by default, named
+    with --metrics; its row value is the mean of the seeds' standard errors."""
+    root = tmp_path / "sweep"
+    for num, (seed, se) in enumerate([(0, 0.010), (1, 0.014)]):
+        job = make_job(root, num, ["head=ease", f"seed={seed}"], test={"ndcg@10": 0.40 + seed / 100})
+        summary = json.loads((job / "metrics.json").read_text())
+        (job / "metrics.json").write_text(json.dumps({**summary, "test_se": {"ndcg@10": se}}))
+    runs, failed = rep.collect(root)
+    assert "test_se/ndcg@10" not in rep.build_table(runs, failed).metrics
+    table = rep.build_table(runs, failed, metrics=["test/ndcg@10", "test_se/ndcg@10"])
+    (stats,) = table.stats
+    assert stats["test/ndcg@10"][0] == pytest.approx(0.405) and stats["test_se/ndcg@10"][0] == pytest.approx(0.012)
