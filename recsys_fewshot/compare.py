@@ -31,6 +31,8 @@ PER_USER, PREDICTIONS, METRICS = "per_user.parquet", "predictions.parquet", "met
 ERROR_METRICS = ("rmse", "mae")
 DEFAULT_RANKING = ("ndcg@", "recall@")  # shown by default: these families, at every cut-off the runs have
 CHUNK = 256  # resamples drawn at once
+TEST_SEEDS = ("seed", "partition_seed")  # metrics.json split keys that pick the test set (with the protocol)
+CLUSTER_COLUMNS = ("source_user", "user_id")  # pairs are grouped by the first present (TALLRec: the sample's user)
 
 
 class CompareError(ValueError):
@@ -47,8 +49,9 @@ class Comparison:
     ci_low: float
     ci_high: float
     p_value: float
-    users: int
+    users: int  # the independent units: users, or the source users of TALLRec-style samples
     lower_is_better: bool
+    grouped_by: str = "user_id"
 
 
 def _read_parquet(run: Path, name: str):
@@ -67,19 +70,28 @@ def _split_info(run: Path) -> dict:
     if not path.is_file():
         raise CompareError(f"{path}: not found (is {run} a finished run directory?)")
     summary = json.loads(path.read_text())
-    keep = ("protocol", "seed", "train", "valid", "test", "users", "items")
+    split = summary.get("split", {})
     return {"dataset": summary.get("dataset"), "task": summary.get("task"),
-            **{k: summary.get("split", {}).get(k) for k in keep}}
+            **{k: split.get(k) for k in ("protocol", "test", "items", *TEST_SEEDS) if k in split}}
 
 
 def check_same_test(a: Path, b: Path) -> dict:
-    """The two runs' split descriptions; CompareError naming the first setting that differs."""
+    """The runs' shared test-set description; CompareError naming the first setting that differs.
+
+    With both runs' `predictions.parquet` the test pairs themselves must match (user, item, target, in
+    order): then runs that differ only in what was trained (TALLRec shot counts, model seeds...) compare.
+    Without them, the split seeds must match as well."""
     info_a, info_b = _split_info(a), _split_info(b)
-    for key in info_a:
-        if info_a[key] != info_b[key]:
-            raise CompareError(f"{a} and {b} were not scored on the same test set: {key} = {info_a[key]!r} vs "
-                               f"{info_b[key]!r} ({METRICS}); a paired comparison needs the same data, split and "
-                               "split.seed")
+    pairs = (a / PREDICTIONS).is_file() and (b / PREDICTIONS).is_file()
+    for key in info_a.keys() | info_b.keys():
+        if pairs and key in TEST_SEEDS:
+            continue  # the pairs are checked below, whatever the seeds
+        if info_a.get(key) != info_b.get(key):
+            raise CompareError(f"{a} and {b} were not scored on the same test set: {key} = {info_a.get(key)!r} vs "
+                               f"{info_b.get(key)!r} ({METRICS}); a paired comparison needs the same data, split and "
+                               "split seed")
+    if pairs:
+        paired_predictions(a, b)
     return info_a
 
 
@@ -180,14 +192,60 @@ def mid_ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+PAIR_COUNT_LIMIT = 2 * 10 ** 7  # cells (pairs x users) of the count tables the fast AUC path may build
+PAIR_COUNT_USERS = 2000  # ... and its most users (four users x users tables)
+
+
+def pair_counts(users: np.ndarray, labels: np.ndarray, pos_scores: np.ndarray, neg_scores: np.ndarray,
+                n_users: int) -> np.ndarray:
+    """C[u, v] = sum over u's liked pairs p and v's not-liked pairs n of [s_p > s_n] + 0.5 [s_p == s_n],
+    with the liked pairs scored by `pos_scores` and the not-liked ones by `neg_scores`."""
+    liked = labels == 1
+    order = np.argsort(neg_scores[~liked], kind="stable")
+    sorted_neg, neg_users = neg_scores[~liked][order], users[~liked][order]
+    below = np.zeros((len(sorted_neg) + 1, n_users), np.float32)  # [k, v]: v's not-liked among the k lowest
+    below[np.arange(1, len(sorted_neg) + 1), neg_users] = 1.0
+    np.cumsum(below, axis=0, out=below)
+    s = pos_scores[liked]
+    rows = 0.5 * (below[np.searchsorted(sorted_neg, s, "left")] + below[np.searchsorted(sorted_neg, s, "right")])
+    pos_users = users[liked]
+    by_user = np.argsort(pos_users, kind="stable")
+    present, starts = np.unique(pos_users[by_user], return_index=True)
+    counts = np.zeros((n_users, n_users))
+    counts[present] = np.add.reduceat(rows[by_user].astype(np.float64), starts, axis=0)
+    return counts
+
+
 def auc_statistic(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray):
     """Both runs' pair scores, the pairs' users (0..U-1) and labels: the AUC, each user's pairs together.
 
     AUC compares pairs across users, so a user swapped in the permutation test puts one run's scores beside
     the other run's: each run's scores are first replaced by their mid-ranks within that run (the same
-    AUC, one scale for both). Both runs' ranks are then sorted together once; a resample only weights them,
-    so no resample sorts anything."""
-    ranked = _Ranked(np.concatenate([mid_ranks(a), mid_ranks(b)]), np.concatenate([labels, labels]))
+    AUC, one scale for both). Then, where the tables fit (PAIR_COUNT_LIMIT, PAIR_COUNT_USERS), the ordered
+    (liked, not-liked) pairs are counted once per pair of users and per pair of runs, and each resample's
+    AUC is a quadratic form in the users' weights (matrix products); otherwise both runs' ranks are sorted
+    together once and each resample weights them (cumulative sums over all pairs)."""
+    ra, rb = mid_ranks(a), mid_ranks(b)
+    n_users = int(users.max()) + 1
+    liked = labels == 1
+    if n_users <= PAIR_COUNT_USERS and max(int(liked.sum()), int((~liked).sum()) + 1) * n_users <= PAIR_COUNT_LIMIT:
+        c = {(x, y): pair_counts(users, labels, sx, sy, n_users)
+             for x, sx in (("a", ra), ("b", rb)) for y, sy in (("a", ra), ("b", rb))}
+        n_pos = np.bincount(users[liked], minlength=n_users).astype(np.float64)
+        n_neg = np.bincount(users[~liked], minlength=n_users).astype(np.float64)
+
+        def quadratic(own, other):  # own: each user's weight where scored by A, other: ... by B
+            return (np.einsum("ru,ru->r", own @ c["a", "a"], own) + np.einsum("ru,ru->r", own @ c["a", "b"], other)
+                    + np.einsum("ru,ru->r", other @ c["b", "a"], own)
+                    + np.einsum("ru,ru->r", other @ c["b", "b"], other))
+
+        def statistic(mult, swap):
+            kept, moved = np.where(swap, 0.0, mult), np.where(swap, mult, 0.0)
+            den = (mult @ n_pos) * (mult @ n_neg)
+            return quadratic(kept, moved) / den, quadratic(moved, kept) / den
+        return statistic
+
+    ranked = _Ranked(np.concatenate([ra, rb]), np.concatenate([labels, labels]))
     owner = np.concatenate([users, users])[ranked.order]  # each sorted score's user
     from_b = ranked.order >= len(a)  # ... and run
 
@@ -205,6 +263,13 @@ def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarra
         if metric not in table.columns:
             have = ", ".join(c for c in table.columns if "@" in c)
             raise CompareError(f"{run / PER_USER}: no column {metric!r} (it has: {have})")
+        repeated = table["user_id"][table["user_id"].duplicated()]
+        if len(repeated):
+            raise CompareError(f"{run / PER_USER}: user_id {repeated.iloc[0]!r} repeats; a run writes each ranked "
+                               "user once")
+        if table[metric].isna().any():
+            raise CompareError(f"{run / PER_USER}: {int(table[metric].isna().sum())} users have no {metric} "
+                               "(a run writes only users with a relevant test item)")
     ta, tb = ta.set_index("user_id"), tb.set_index("user_id")
     if len(ta) != len(tb) or not ta.index.isin(tb.index).all():
         only_a, only_b = int((~ta.index.isin(tb.index)).sum()), int((~tb.index.isin(ta.index)).sum())
@@ -215,7 +280,8 @@ def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarra
 
 def paired_predictions(a: Path, b: Path):
     """Both runs' test pairs, checked to be the same pairs in the same order: (A's frame, B's scores, each
-    pair's user as 0..U-1)."""
+    pair's group 0..G-1). Pairs are grouped by user, or by `source_user` where the run has one (TALLRec
+    samples are users of their own, but several come from one real user and are not independent)."""
     pa, pb = _read_parquet(a, PREDICTIONS), _read_parquet(b, PREDICTIONS)
     same = (len(pa) == len(pb) and (pa["user_id"].to_numpy() == pb["user_id"].to_numpy()).all()
             and (pa["item_id"].to_numpy() == pb["item_id"].to_numpy()).all()
@@ -223,19 +289,24 @@ def paired_predictions(a: Path, b: Path):
     if not same:
         raise CompareError(f"{a / PREDICTIONS} and {b / PREDICTIONS} hold different test pairs: not the same test "
                            "set")
-    users = np.unique(pa["user_id"].to_numpy(), return_inverse=True)[1].ravel()
-    return pa, pb["score"].to_numpy(np.float64), users
+    if pa.empty:
+        raise CompareError(f"{a / PREDICTIONS}: no test pairs to compare")
+    column = next(c for c in CLUSTER_COLUMNS if c in pa.columns)
+    groups = np.unique(pa[column].to_numpy(), return_inverse=True)[1].ravel()
+    return pa, pb["score"].to_numpy(np.float64), groups, column
 
 
-def error_totals(a: Path, b: Path, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-user totals of squared (rmse) or absolute (mae) errors in both runs, and the users' pair counts."""
-    pa, score_b, users = paired_predictions(a, b)
+def error_totals(a: Path, b: Path, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Per-user totals of squared (rmse) or absolute (mae) errors in both runs, the users' pair counts, and
+    the column the pairs were grouped by."""
+    pa, score_b, users, column = paired_predictions(a, b)
     target = pa["target"].to_numpy(np.float64)
 
     def totals(score: np.ndarray) -> np.ndarray:
         err = score - target
         return np.bincount(users, err ** 2 if kind == "rmse" else np.abs(err))
-    return totals(pa["score"].to_numpy(np.float64)), totals(score_b), np.bincount(users).astype(np.float64)
+    return (totals(pa["score"].to_numpy(np.float64)), totals(score_b), np.bincount(users).astype(np.float64),
+            column)
 
 
 def default_metrics(a: Path, task: Optional[str]) -> list[str]:
@@ -255,6 +326,10 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
         raise CompareError(f"--resamples must be >= 100, got {resamples}")
     info = check_same_test(a, b)
     names = list(metrics) if metrics else default_metrics(a, info.get("task"))
+    unknown = [n for n in names if n not in (*ERROR_METRICS, "auc") and "@" not in n]
+    if unknown:
+        raise CompareError(f"--metric {unknown[0]!r}: compare takes rmse, mae, auc or a ranking metric such as "
+                           "ndcg@10 / recall@20 (per user)")
     if not names:
         raise CompareError(f"{a}: nothing to compare (no {PER_USER}, and task {info.get('task')!r} has no "
                            "RMSE / MAE); name metrics with --metric")
@@ -263,14 +338,14 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
         if name in ERROR_METRICS:
             if info.get("task") != "rating":
                 raise CompareError(f"--metric {name}: the runs' task is {info.get('task')!r}, not rating")
-            va, vb, counts = error_totals(a, b, name)
+            va, vb, counts, column = error_totals(a, b, name)
             stats = _stats(len(counts), pooled_statistic(name, va, vb, counts), resamples, seed, len(counts))
-            out.append(Comparison(name, *stats, users=len(counts), lower_is_better=True))
+            out.append(Comparison(name, *stats, users=len(counts), lower_is_better=True, grouped_by=column))
         elif name == "auc":
             if info.get("task") not in ("ctr", "ranking"):
                 raise CompareError(f"--metric auc: the runs' task is {info.get('task')!r}; their pairs' targets are "
                                    "0/1 labels only on ctr and ranking runs")
-            pa, score_b, users = paired_predictions(a, b)
+            pa, score_b, users, column = paired_predictions(a, b)
             labels = pa["target"].to_numpy(np.float64)
             if labels.min() == labels.max():
                 raise CompareError(f"--metric auc: every test pair in {a / PREDICTIONS} has target {labels[0]:g}; "
@@ -278,7 +353,7 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
             n_users = int(users.max()) + 1
             stats = _stats(n_users, auc_statistic(users, labels, pa["score"].to_numpy(np.float64), score_b),
                            resamples, seed, 2 * len(users))
-            out.append(Comparison(name, *stats, users=n_users, lower_is_better=False))
+            out.append(Comparison(name, *stats, users=n_users, lower_is_better=False, grouped_by=column))
         else:
             va, vb = ranking_values(a, b, name)
             stats = _stats(len(va), mean_statistic(va, vb), resamples, seed, len(va))
@@ -287,8 +362,9 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
 
 
 def format_table(a: Path, b: Path, info: dict, rows: Sequence[Comparison], resamples: int) -> str:
-    head = (f"A: {a}\nB: {b}\ntest set: {info['dataset']} / {info['protocol']} / split seed {info['seed']} / "
-            f"task {info['task']}; paired over users, {resamples} resamples\n")
+    units = sorted({r.grouped_by for r in rows})
+    head = (f"A: {a}\nB: {b}\ntest set: {info['dataset']} / {info['protocol']} / {info['test']} test rows / "
+            f"task {info['task']}; paired over {' and '.join(units)}, {resamples} resamples\n")
     lines = [f"{'metric':<13}{'A':>9}{'B':>9}{'A - B':>10}{'se':>9}{'95% interval':>22}{'p':>9}{'users':>7}  better"]
     for r in rows:
         if r.p_value >= 0.05:

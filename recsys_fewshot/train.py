@@ -526,6 +526,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                 tu, ti = test["user"].to_numpy(), test["item"].to_numpy()
                 frame = pd.DataFrame({"user_id": data.user_raw_ids()[tu], "item_id": data.item_raw_ids()[ti],
                                       "target": targets(test, spec), "score": scores})
+                if "source_user" in data.users.columns:  # samples as users: the real user each came from
+                    frame["source_user"] = data.users["source_user"].to_numpy()[tu]
                 tracking.write_parquet(run_dir / "predictions.parquet", frame)
             if len(tested.per_user):  # per-user test ranking metrics: `python -m recsys_fewshot.compare` pairs them
                 per_user = tested.per_user.assign(user=data.user_raw_ids()[tested.per_user["user"].to_numpy()])

@@ -253,3 +253,51 @@ def test_auc_permutation_test_holds_when_the_runs_score_on_different_scales(tmp_
     (same,) = compare(a, fake_run(tmp_path / "c", predictions=pd.read_parquet(a / "predictions.parquet")
                                   .assign(score=lambda f: np.exp(f["score"])), task="ctr"), resamples=500)[1]
     assert same.diff == pytest.approx(0) and same.p_value == 1.0  # a monotone map changes no AUC
+
+
+def test_the_fast_auc_path_gives_the_direct_one_s_numbers(tmp_path, monkeypatch):
+    """Per-user pair-count tables (matrix products) and the sorted-pairs path (cumulative sums) must agree on
+    every resample: the same seed draws the same resamples."""
+    import recsys_fewshot.compare as C
+
+    a, b, _ = ctr_runs(tmp_path, 0.8, 1.0, seed=9, scale_b=lambda x: np.round(3 * x))  # B: many ties
+    fast = compare(a, b, ["auc"], resamples=300)[1][0]
+    monkeypatch.setattr(C, "PAIR_COUNT_LIMIT", 0)
+    direct = compare(a, b, ["auc"], resamples=300)[1][0]
+    for field in ("a", "b", "diff", "se", "ci_low", "ci_high", "p_value"):
+        assert getattr(fast, field) == pytest.approx(getattr(direct, field), abs=1e-9), field
+
+
+def test_samples_are_grouped_by_their_source_user_and_shot_counts_compare(tmp_path):
+    """TALLRec-style runs: 200 test samples from 8 real users. The pairs are grouped by source_user (8
+    units, not 200), and runs that differ in what was trained (split seed, train size) but scored the same
+    pairs compare; different pairs are refused."""
+    rng = np.random.default_rng(10)
+    labels = (rng.random(200) < 0.5).astype(float)
+    frame = pd.DataFrame({"user_id": [f"test-{k}" for k in range(200)], "item_id": rng.integers(0, 50, 200).astype(str),
+                          "target": labels, "source_user": np.repeat(np.arange(8), 25).astype(str)})
+    a = fake_run(tmp_path / "a", predictions=frame.assign(score=labels + rng.normal(0, 1, 200)), task="ctr")
+    b = fake_run(tmp_path / "b", predictions=frame.assign(score=labels + rng.normal(0, 1, 200)), task="ctr", seed=3)
+    (row,) = compare(a, b, resamples=300)[1]
+    assert row.users == 8 and row.grouped_by == "source_user"
+    moved = frame.assign(target=1 - labels, score=0.0)
+    with pytest.raises(CompareError, match="different test pairs"):
+        compare(a, fake_run(tmp_path / "c", predictions=moved, task="ctr"), resamples=300)
+
+
+def test_damaged_or_unsupported_input_gets_a_clear_error(tmp_path):
+    good = ranking_table(np.linspace(0, 1, 4))
+    a = fake_run(tmp_path / "a", good)
+    twice = fake_run(tmp_path / "twice", good.assign(user_id=["100", "100", "101", "102"]))
+    with pytest.raises(CompareError, match="user_id '100' repeats"):
+        compare(a, twice, ["ndcg@10"], resamples=100)
+    holes = fake_run(tmp_path / "holes", good.assign(**{"ndcg@10": [0.1, np.nan, 0.2, 0.3]}))
+    with pytest.raises(CompareError, match="1 users have no ndcg@10"):
+        compare(a, holes, ["ndcg@10"], resamples=100)
+    with pytest.raises(CompareError, match="'logloss': compare takes rmse, mae, auc or a ranking metric"):
+        compare(a, a, ["logloss"], resamples=100)
+    empty = pd.DataFrame({"user_id": pd.Series([], dtype=str), "item_id": pd.Series([], dtype=str),
+                          "target": pd.Series([], dtype=float), "score": pd.Series([], dtype=float)})
+    e = fake_run(tmp_path / "e", predictions=empty, task="ctr")
+    with pytest.raises(CompareError, match="no test pairs"):
+        compare(e, e, ["auc"], resamples=100)

@@ -119,6 +119,8 @@ def test_csv_ctr_samples_take_the_same_path(tmp_path, tiny_bert):
     rate = [np.mean([float(tok.rsplit(":", 1)[1]) for tok in h.split()]) for h in test["history"]]
     assert out["split"]["test"] == len(test) and out["task"] == "ctr"
     assert out["test"]["auc"] == pytest.approx(M.auc(test["label"].astype(int), rate))
+    preds = pd.read_parquet(tmp_path / "run" / "predictions.parquet")  # each sample names the user it came from
+    assert preds["source_user"].tolist() == test["user_id"].tolist()
 
 
 @pytest.mark.slow
