@@ -59,7 +59,8 @@ def _read_parquet(run: Path, name: str):
 
     path = run / name
     if not path.is_file():
-        hint = (" (runs write it for ranking metrics; rerun with the current version)" if name == PER_USER
+        hint = (" (a run writes it when it ranks: ranking runs, and rating runs unless eval.ranking=false, once "
+                "some test user has a relevant item; runs from before it existed lack it)" if name == PER_USER
                 else " (save_predictions=true writes it)")
         raise CompareError(f"{path}: not found{hint}")
     return pd.read_parquet(path)
