@@ -31,7 +31,10 @@ PER_USER, PREDICTIONS, METRICS = "per_user.parquet", "predictions.parquet", "met
 ERROR_METRICS = ("rmse", "mae")
 DEFAULT_RANKING = ("ndcg@", "recall@")  # shown by default: these families, at every cut-off the runs have
 CHUNK = 256  # resamples drawn at once
-TEST_SEEDS = ("seed", "partition_seed")  # metrics.json split keys that pick the test set (with the protocol)
+# metrics.json split keys that describe training only, not which pairs are tested
+TRAINING_ONLY = ("n_shots", "valid_mode", "augment", "pool", "train", "valid", "users", "adapt_steps", "adapt_lr",
+                 "unseen_user_rows", "unseen_item_rows", "fallback_rows", "valid_cold_users", "valid_cold_items",
+                 "test_positive_rate")
 CLUSTER_COLUMNS = ("source_user", "user_id")  # pairs are grouped by the first present (TALLRec: the sample's user)
 
 
@@ -63,34 +66,48 @@ def _read_parquet(run: Path, name: str):
                 "some test user has a relevant item; runs from before it existed lack it)" if name == PER_USER
                 else " (save_predictions=true writes it)")
         raise CompareError(f"{path}: not found{hint}")
-    return pd.read_parquet(path)
+    frame = pd.read_parquet(path)
+    needed = ("user_id",) if name == PER_USER else ("user_id", "item_id", "target", "score")
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise CompareError(f"{path}: no column {missing[0]!r} (a run writes {', '.join(needed)})")
+    return frame
 
 
 def _split_info(run: Path) -> dict:
+    """What defines a run's test set: dataset, task, the relevance threshold (config.yaml) and every
+    `split` key of metrics.json but those that only describe training (TRAINING_ONLY)."""
     path = run / METRICS
     if not path.is_file():
         raise CompareError(f"{path}: not found (is {run} a finished run directory?)")
     summary = json.loads(path.read_text())
-    split = summary.get("split", {})
-    return {"dataset": summary.get("dataset"), "task": summary.get("task"),
-            **{k: split.get(k) for k in ("protocol", "test", "items", *TEST_SEEDS) if k in split}}
+    split = summary.get("split") or {}
+    info = {"dataset": summary.get("dataset"), "task": summary.get("task"),
+            **{k: v for k, v in split.items() if k not in TRAINING_ONLY}}
+    config = run / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        dataset = (yaml.safe_load(config.read_text()) or {}).get("dataset") or {}
+        info["positive_threshold"] = dataset.get("positive_threshold")
+    return info
 
 
 def check_same_test(a: Path, b: Path) -> dict:
     """The runs' shared test-set description; CompareError naming the first setting that differs.
 
-    With both runs' `predictions.parquet` the test pairs themselves must match (user, item, target, in
-    order): then runs that differ only in what was trained (TALLRec shot counts, model seeds...) compare.
-    Without them, the split seeds must match as well."""
+    With both runs' `predictions.parquet` the test pairs themselves must match (user, item, target and the
+    source user, in order), and of the settings only dataset, task, protocol and sizes: runs that differ
+    in what was trained (TALLRec shot counts and seeds, model seeds) compare. Without them, every setting
+    that can pick the test set must match."""
     info_a, info_b = _split_info(a), _split_info(b)
     pairs = (a / PREDICTIONS).is_file() and (b / PREDICTIONS).is_file()
-    for key in info_a.keys() | info_b.keys():
-        if pairs and key in TEST_SEEDS:
-            continue  # the pairs are checked below, whatever the seeds
+    keys = ("dataset", "task", "protocol", "test", "items") if pairs else sorted(info_a.keys() | info_b.keys())
+    for key in keys:
         if info_a.get(key) != info_b.get(key):
             raise CompareError(f"{a} and {b} were not scored on the same test set: {key} = {info_a.get(key)!r} vs "
-                               f"{info_b.get(key)!r} ({METRICS}); a paired comparison needs the same data, split and "
-                               "split seed")
+                               f"{info_b.get(key)!r} ({METRICS} / config.yaml); a paired comparison needs the same "
+                               "data, split and split seed")
     if pairs:
         paired_predictions(a, b)
     return info_a
@@ -204,21 +221,22 @@ def pair_counts(users: np.ndarray, labels: np.ndarray, pos_scores: np.ndarray, n
     liked = labels == 1
     order = np.argsort(neg_scores[~liked], kind="stable")
     sorted_neg, neg_users = neg_scores[~liked][order], users[~liked][order]
-    below = np.zeros((len(sorted_neg) + 1, n_users), np.float32)  # [k, v]: v's not-liked among the k lowest
-    below[np.arange(1, len(sorted_neg) + 1), neg_users] = 1.0
+    below = np.zeros((len(sorted_neg) + 1, n_users), np.int32)  # [k, v]: v's not-liked among the k lowest
+    below[np.arange(1, len(sorted_neg) + 1), neg_users] = 1
     np.cumsum(below, axis=0, out=below)
     s = pos_scores[liked]
-    rows = 0.5 * (below[np.searchsorted(sorted_neg, s, "left")] + below[np.searchsorted(sorted_neg, s, "right")])
+    twice = below[np.searchsorted(sorted_neg, s, "left")] + below[np.searchsorted(sorted_neg, s, "right")]
     pos_users = users[liked]
     by_user = np.argsort(pos_users, kind="stable")
     present, starts = np.unique(pos_users[by_user], return_index=True)
     counts = np.zeros((n_users, n_users))
-    counts[present] = np.add.reduceat(rows[by_user].astype(np.float64), starts, axis=0)
+    counts[present] = np.add.reduceat(twice[by_user], starts, axis=0, dtype=np.int64) / 2  # exact integers
     return counts
 
 
 def auc_statistic(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.ndarray):
-    """Both runs' pair scores, the pairs' users (0..U-1) and labels: the AUC, each user's pairs together.
+    """Both runs' pair scores, the pairs' users (0..U-1) and labels: the AUC, each user's pairs together, as
+    (statistic, the width of one resample's arrays).
 
     AUC compares pairs across users, so a user swapped in the permutation test puts one run's scores beside
     the other run's: each run's scores are first replaced by their mid-ranks within that run (the same
@@ -244,7 +262,7 @@ def auc_statistic(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.nd
             kept, moved = np.where(swap, 0.0, mult), np.where(swap, mult, 0.0)
             den = (mult @ n_pos) * (mult @ n_neg)
             return quadratic(kept, moved) / den, quadratic(moved, kept) / den
-        return statistic
+        return statistic, n_users
 
     ranked = _Ranked(np.concatenate([ra, rb]), np.concatenate([labels, labels]))
     owner = np.concatenate([users, users])[ranked.order]  # each sorted score's user
@@ -254,7 +272,7 @@ def auc_statistic(users: np.ndarray, labels: np.ndarray, a: np.ndarray, b: np.nd
         w = mult[:, owner].astype(np.float32)
         in_a = swap[:, owner] == from_b  # A's scores: its own, or B's where the user is swapped
         return ranked.auc(np.where(in_a, w, 0)), ranked.auc(np.where(in_a, 0, w))
-    return statistic
+    return statistic, len(owner)
 
 
 def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -271,6 +289,8 @@ def ranking_values(a: Path, b: Path, metric: str) -> tuple[np.ndarray, np.ndarra
         if table[metric].isna().any():
             raise CompareError(f"{run / PER_USER}: {int(table[metric].isna().sum())} users have no {metric} "
                                "(a run writes only users with a relevant test item)")
+    if ta.empty:
+        raise CompareError(f"{a / PER_USER}: no ranked users to compare")
     ta, tb = ta.set_index("user_id"), tb.set_index("user_id")
     if len(ta) != len(tb) or not ta.index.isin(tb.index).all():
         only_a, only_b = int((~ta.index.isin(tb.index)).sum()), int((~tb.index.isin(ta.index)).sum())
@@ -284,14 +304,24 @@ def paired_predictions(a: Path, b: Path):
     pair's group 0..G-1). Pairs are grouped by user, or by `source_user` where the run has one (TALLRec
     samples are users of their own, but several come from one real user and are not independent)."""
     pa, pb = _read_parquet(a, PREDICTIONS), _read_parquet(b, PREDICTIONS)
-    same = (len(pa) == len(pb) and (pa["user_id"].to_numpy() == pb["user_id"].to_numpy()).all()
-            and (pa["item_id"].to_numpy() == pb["item_id"].to_numpy()).all()
-            and np.allclose(pa["target"].to_numpy(), pb["target"].to_numpy()))
+    sourced = ["source_user" in f.columns for f in (pa, pb)]
+    if sourced[0] != sourced[1]:
+        run = a if sourced[0] else b
+        raise CompareError(f"only {run / PREDICTIONS} has a source_user column: the runs would be grouped "
+                           "differently; rerun the other with this version")
+    columns = ("user_id", "item_id", "source_user") if sourced[0] else ("user_id", "item_id")
+    same = (len(pa) == len(pb) and all((pa[c].to_numpy() == pb[c].to_numpy()).all() for c in columns)
+            and np.allclose(pa["target"].to_numpy(), pb["target"].to_numpy(), equal_nan=True))
     if not same:
         raise CompareError(f"{a / PREDICTIONS} and {b / PREDICTIONS} hold different test pairs: not the same test "
                            "set")
     if pa.empty:
         raise CompareError(f"{a / PREDICTIONS}: no test pairs to compare")
+    for run, frame in ((a, pa), (b, pb)):
+        for c in ("target", "score"):
+            bad = int((~np.isfinite(frame[c].to_numpy(np.float64))).sum())
+            if bad:
+                raise CompareError(f"{run / PREDICTIONS}: {bad} test pairs have a NaN or infinite {c}")
     column = next(c for c in CLUSTER_COLUMNS if c in pa.columns)
     groups = np.unique(pa[column].to_numpy(), return_inverse=True)[1].ravel()
     return pa, pb["score"].to_numpy(np.float64), groups, column
@@ -352,8 +382,8 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
                 raise CompareError(f"--metric auc: every test pair in {a / PREDICTIONS} has target {labels[0]:g}; "
                                    "AUC needs liked and not-liked pairs")
             n_users = int(users.max()) + 1
-            stats = _stats(n_users, auc_statistic(users, labels, pa["score"].to_numpy(np.float64), score_b),
-                           resamples, seed, 2 * len(users))
+            statistic, width = auc_statistic(users, labels, pa["score"].to_numpy(np.float64), score_b)
+            stats = _stats(n_users, statistic, resamples, seed, width)
             out.append(Comparison(name, *stats, users=n_users, lower_is_better=False, grouped_by=column))
         else:
             va, vb = ranking_values(a, b, name)
@@ -364,8 +394,8 @@ def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples
 
 def format_table(a: Path, b: Path, info: dict, rows: Sequence[Comparison], resamples: int) -> str:
     units = sorted({r.grouped_by for r in rows})
-    head = (f"A: {a}\nB: {b}\ntest set: {info['dataset']} / {info['protocol']} / {info['test']} test rows / "
-            f"task {info['task']}; paired over {' and '.join(units)}, {resamples} resamples\n")
+    head = (f"A: {a}\nB: {b}\ntest set: {info.get('dataset')} / {info.get('protocol')} / {info.get('test')} test "
+            f"rows / task {info.get('task')}; paired over {' and '.join(units)}, {resamples} resamples\n")
     lines = [f"{'metric':<13}{'A':>9}{'B':>9}{'A - B':>10}{'se':>9}{'95% interval':>22}{'p':>9}{'users':>7}  better"]
     for r in rows:
         if r.p_value >= 0.05:

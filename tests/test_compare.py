@@ -61,11 +61,12 @@ def test_clustered_error_se_refuses_bad_input():
 
 
 def fake_run(folder: Path, per_user: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None,
-             task: str = "ranking", seed: int = 0) -> Path:
+             task: str = "ranking", seed: int = 0, **split) -> Path:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps({
         "dataset": "fake", "task": task,
-        "split": {"protocol": "per_user", "seed": seed, "train": 10, "valid": 2, "test": 5, "users": 3, "items": 4}}))
+        "split": {"protocol": "per_user", "seed": seed, "train": 10, "valid": 2, "test": 5, "users": 3, "items": 4,
+                  **split}}))
     if per_user is not None:
         per_user.to_parquet(folder / "per_user.parquet", index=False)
     if predictions is not None:
@@ -301,3 +302,62 @@ def test_damaged_or_unsupported_input_gets_a_clear_error(tmp_path):
     e = fake_run(tmp_path / "e", predictions=empty, task="ctr")
     with pytest.raises(CompareError, match="no test pairs"):
         compare(e, e, ["auc"], resamples=100)
+    holes = pd.DataFrame({"user_id": ["1", "2"], "item_id": ["a", "b"], "target": [1.0, 0.0], "score": [0.3, np.nan]})
+    n = fake_run(tmp_path / "n", predictions=holes, task="ctr")
+    with pytest.raises(CompareError, match="1 test pairs have a NaN or infinite score"):
+        compare(n, n, ["auc"], resamples=100)
+    nobody = fake_run(tmp_path / "nobody", good.iloc[:0])
+    with pytest.raises(CompareError, match="no ranked users"):
+        compare(nobody, nobody, ["ndcg@10"], resamples=100)
+
+
+def test_pair_counts_known_answer():
+    """Users 0 and 1, each with one liked and one not-liked pair; ties count half."""
+    from recsys_fewshot.compare import pair_counts
+
+    users, labels = np.array([0, 0, 1, 1]), np.array([1.0, 0.0, 1.0, 0.0])
+    scores = np.array([0.5, 0.2, 0.2, 0.9])  # liked: u0 0.5, u1 0.2; not liked: u0 0.2, u1 0.9
+    got = pair_counts(users, labels, scores, scores, 2)
+    # u0's 0.5 beats u0's 0.2 (1) and loses to u1's 0.9 (0); u1's 0.2 ties u0's 0.2 (0.5), loses to 0.9 (0)
+    assert got.tolist() == [[1.0, 0.0], [0.5, 0.0]]
+
+
+def test_settings_that_pick_the_test_set_must_match_without_predictions(tmp_path):
+    table = ranking_table(np.linspace(0, 1, 10))
+    a = fake_run(tmp_path / "a", table, fold="ua")
+    with pytest.raises(CompareError, match="fold = 'ua' vs 'ub'"):
+        compare(a, fake_run(tmp_path / "b", table, fold="ub"), resamples=100)
+    # what only shapes training may differ
+    (row,) = compare(a, fake_run(tmp_path / "c", table, fold="ua", train=99, n_shots=64), ["ndcg@10"],
+                     resamples=100)[1]
+    assert row.diff == 0
+    (a / "config.yaml").write_text("dataset:\n  positive_threshold: 4\n")
+    d = fake_run(tmp_path / "d", table, fold="ua")
+    (d / "config.yaml").write_text("dataset:\n  positive_threshold: 3\n")
+    with pytest.raises(CompareError, match="positive_threshold = 4 vs 3"):
+        compare(a, d, resamples=100)
+
+
+def test_source_users_must_be_recorded_alike_in_both_runs(tmp_path):
+    frame = pd.DataFrame({"user_id": ["t-0", "t-1", "t-2", "t-3"], "item_id": ["a", "b", "c", "d"],
+                          "target": [1.0, 0.0, 1.0, 0.0], "score": [0.9, 0.1, 0.8, 0.3]})
+    with_source = frame.assign(source_user=["u1", "u1", "u2", "u2"])
+    a = fake_run(tmp_path / "a", predictions=with_source, task="ctr")
+    with pytest.raises(CompareError, match="only .* has a source_user column"):
+        compare(a, fake_run(tmp_path / "b", predictions=frame, task="ctr"), resamples=100)
+    with pytest.raises(CompareError, match="different test pairs"):
+        compare(a, fake_run(tmp_path / "c", predictions=with_source.assign(source_user=["u1", "u2", "u2", "u2"]),
+                            task="ctr"), resamples=100)
+
+
+def test_a_bare_metrics_json_still_prints_a_table(tmp_path, capsys):
+    table = ranking_table(np.linspace(0, 1, 10))
+    runs = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"task": "ranking"}))
+        table.to_parquet(folder / "per_user.parquet", index=False)
+        runs.append(str(folder))
+    assert main([*runs, "--metric", "ndcg@10", "--resamples", "100"]) == 0
+    assert "ndcg@10" in capsys.readouterr().out
