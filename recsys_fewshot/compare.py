@@ -1,4 +1,5 @@
 """`python -m recsys_fewshot.compare RUN_A RUN_B [--metric ndcg@10 ...] [--resamples N] [--seed S] [--out F]`
+or `python -m recsys_fewshot.compare A_SEED0 A_SEED1 ... --vs B_SEED0 B_SEED1 ...` (seeds averaged per user)
 
 Is run A better than run B, or is the gap noise? Both runs must have scored the same test set (the same
 data, split and seed); the comparison is then paired, user by user:
@@ -350,52 +351,82 @@ def default_metrics(a: Path, task: Optional[str]) -> list[str]:
     return names
 
 
-def compare(a: Path, b: Path, metrics: Optional[Sequence[str]] = None, resamples: int = 10000,
-            seed: int = 0) -> tuple[dict, list[Comparison]]:
-    """The runs' shared split description and one `Comparison` per metric."""
+def _runs(side: Path | Sequence[Path]) -> list[Path]:
+    return [Path(side)] if isinstance(side, (str, Path)) else [Path(r) for r in side]
+
+
+def compare(a: Path | Sequence[Path], b: Path | Sequence[Path], metrics: Optional[Sequence[str]] = None,
+            resamples: int = 10000, seed: int = 0) -> tuple[dict, list[Comparison]]:
+    """The runs' shared split description and one `Comparison` per metric.
+
+    `a` and `b` may each be several runs (e.g. model seeds 0-2 of two configurations), all on one test set:
+    each user's values (ranking metrics) or error totals (RMSE, MAE) are then averaged over a side's runs
+    before the paired comparison, so the interval is about the test users, with the seeds' noise averaged."""
     if resamples < 100:
         raise CompareError(f"--resamples must be >= 100, got {resamples}")
-    info = check_same_test(a, b)
-    names = list(metrics) if metrics else default_metrics(a, info.get("task"))
+    runs_a, runs_b = _runs(a), _runs(b)
+    if not runs_a or len(runs_a) != len(runs_b):
+        raise CompareError(f"A has {len(runs_a)} runs and B {len(runs_b)}: give each side the same number (one "
+                           "per seed)")
+    base = runs_a[0]
+    info = check_same_test(base, runs_b[0])
+    for other in [*runs_a[1:], *runs_b[1:]]:
+        check_same_test(base, other)  # every run of both sides on the one test set
+    names = list(metrics) if metrics else default_metrics(base, info.get("task"))
     unknown = [n for n in names if n not in (*ERROR_METRICS, "auc") and "@" not in n]
     if unknown:
         raise CompareError(f"--metric {unknown[0]!r}: compare takes rmse, mae, auc or a ranking metric such as "
                            "ndcg@10 / recall@20 (per user)")
     if not names:
-        raise CompareError(f"{a}: nothing to compare (no {PER_USER}, and task {info.get('task')!r} has no "
+        raise CompareError(f"{base}: nothing to compare (no {PER_USER}, and task {info.get('task')!r} has no "
                            "RMSE / MAE); name metrics with --metric")
+
+    def averaged(values, runs):  # one side's per-user arrays, each aligned to the base run's users
+        return np.mean([values(base, r)[1] for r in runs], axis=0)
+
     out = []
     for name in names:
         if name in ERROR_METRICS:
             if info.get("task") != "rating":
                 raise CompareError(f"--metric {name}: the runs' task is {info.get('task')!r}, not rating")
-            va, vb, counts, column = error_totals(a, b, name)
+            _, _, counts, column = error_totals(base, base, name)
+            va, vb = (averaged(lambda x, y: error_totals(x, y, name), runs) for runs in (runs_a, runs_b))
             stats = _stats(len(counts), pooled_statistic(name, va, vb, counts), resamples, seed, len(counts))
             out.append(Comparison(name, *stats, users=len(counts), lower_is_better=True, grouped_by=column))
         elif name == "auc":
             if info.get("task") not in ("ctr", "ranking"):
                 raise CompareError(f"--metric auc: the runs' task is {info.get('task')!r}; their pairs' targets are "
                                    "0/1 labels only on ctr and ranking runs")
-            pa, score_b, users, column = paired_predictions(a, b)
+            if len(runs_a) > 1:
+                raise CompareError("--metric auc compares one run per side (an AUC is not a mean over users); "
+                                   "compare the seeds one pair at a time")
+            pa, score_b, users, column = paired_predictions(base, runs_b[0])
             labels = pa["target"].to_numpy(np.float64)
             if labels.min() == labels.max():
-                raise CompareError(f"--metric auc: every test pair in {a / PREDICTIONS} has target {labels[0]:g}; "
+                raise CompareError(f"--metric auc: every test pair in {base / PREDICTIONS} has target {labels[0]:g}; "
                                    "AUC needs liked and not-liked pairs")
             n_users = int(users.max()) + 1
             statistic, width = auc_statistic(users, labels, pa["score"].to_numpy(np.float64), score_b)
             stats = _stats(n_users, statistic, resamples, seed, width)
             out.append(Comparison(name, *stats, users=n_users, lower_is_better=False, grouped_by=column))
         else:
-            va, vb = ranking_values(a, b, name)
+            va, vb = (averaged(lambda x, y: ranking_values(x, y, name), runs) for runs in (runs_a, runs_b))
             stats = _stats(len(va), mean_statistic(va, vb), resamples, seed, len(va))
             out.append(Comparison(name, *stats, users=len(va), lower_is_better=False))
     return info, out
 
 
-def format_table(a: Path, b: Path, info: dict, rows: Sequence[Comparison], resamples: int) -> str:
+def _side(runs: Path | Sequence[Path]) -> str:
+    runs = _runs(runs)
+    return str(runs[0]) if len(runs) == 1 else f"{len(runs)} runs, averaged per user: {', '.join(map(str, runs))}"
+
+
+def format_table(a: Path | Sequence[Path], b: Path | Sequence[Path], info: dict, rows: Sequence[Comparison],
+                 resamples: int) -> str:
     units = sorted({r.grouped_by for r in rows})
-    head = (f"A: {a}\nB: {b}\ntest set: {info.get('dataset')} / {info.get('protocol')} / {info.get('test')} test "
-            f"rows / task {info.get('task')}; paired over {' and '.join(units)}, {resamples} resamples\n")
+    head = (f"A: {_side(a)}\nB: {_side(b)}\ntest set: {info.get('dataset')} / {info.get('protocol')} / "
+            f"{info.get('test')} test rows / task {info.get('task')}; paired over {' and '.join(units)}, "
+            f"{resamples} resamples\n")
     lines = [f"{'metric':<13}{'A':>9}{'B':>9}{'A - B':>10}{'se':>9}{'95% interval':>22}{'p':>9}{'users':>7}  better"]
     for r in rows:
         if r.p_value >= 0.05:
@@ -412,8 +443,9 @@ def format_table(a: Path, b: Path, info: dict, rows: Sequence[Comparison], resam
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys_fewshot.compare", description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+", help="RUN_A RUN_B, or with --vs: A's runs (one per seed)")
+    parser.add_argument("--vs", type=Path, nargs="+", default=None,
+                        help="B's runs, as many as A's: each side's values are averaged per user over its runs")
     parser.add_argument("--metric", action="append", default=None,
                         help="a metric to compare (repeatable): rmse, mae, auc or a ranking metric; default: "
                              "rmse/mae (rating), auc (ctr), and every ndcg@k, recall@k")
@@ -421,16 +453,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the comparison here as JSON")
     args = parser.parse_args(argv)
+    if args.vs is None and len(args.runs) != 2:
+        parser.error(f"give two runs (RUN_A RUN_B), or A's runs then --vs B's runs; got {len(args.runs)} runs")
+    run_a, run_b = (args.runs, args.vs) if args.vs is not None else ([args.runs[0]], [args.runs[1]])
     try:
-        info, rows = compare(args.run_a, args.run_b, args.metric, args.resamples, args.seed)
+        info, rows = compare(run_a, run_b, args.metric, args.resamples, args.seed)
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_table(args.run_a, args.run_b, info, rows, args.resamples))
+    print(format_table(run_a, run_b, info, rows, args.resamples))
     if args.out is not None:
         from recsys_fewshot.tracking import write_json
 
-        write_json(args.out, {"run_a": str(args.run_a), "run_b": str(args.run_b), "test_set": info,
+        write_json(args.out, {"run_a": [str(r) for r in run_a], "run_b": [str(r) for r in run_b], "test_set": info,
                               "resamples": args.resamples, "seed": args.seed,
                               "metrics": [asdict(r) for r in rows]})
     return 0

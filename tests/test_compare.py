@@ -361,3 +361,55 @@ def test_a_bare_metrics_json_still_prints_a_table(tmp_path, capsys):
         runs.append(str(folder))
     assert main([*runs, "--metric", "ndcg@10", "--resamples", "100"]) == 0
     assert "ndcg@10" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- several seeds per side
+
+
+def test_seeds_are_averaged_per_user_before_the_paired_comparison(tmp_path):
+    """Three seeds per side on one test set: A's and B's per-user values are their means over the seeds (a
+    known answer), the users stay the units; unequal sides, AUC and a seed on another test set are refused."""
+    rng = np.random.default_rng(11)
+    base = rng.uniform(0, 0.6, 120)
+    a_runs = [fake_run(tmp_path / f"a{s}", ranking_table(base + 0.1 + rng.normal(0, 0.05, 120))) for s in range(3)]
+    b_runs = [fake_run(tmp_path / f"b{s}", ranking_table(base + rng.normal(0, 0.05, 120))) for s in range(3)]
+    (row,) = compare(a_runs, b_runs, ["ndcg@10"], resamples=1000)[1]
+    means = [np.mean([pd.read_parquet(r / "per_user.parquet")["ndcg@10"].mean() for r in runs])
+             for runs in (a_runs, b_runs)]
+    assert (row.a, row.b) == (pytest.approx(means[0]), pytest.approx(means[1]))
+    assert row.users == 120 and row.ci_low > 0.05 and row.p_value < 0.01
+    with pytest.raises(CompareError, match="A has 3 runs and B 2"):
+        compare(a_runs, b_runs[:2], ["ndcg@10"], resamples=100)
+    elsewhere = fake_run(tmp_path / "b_other", ranking_table(base), seed=5)
+    with pytest.raises(CompareError, match="seed = 0 vs 5"):
+        compare(a_runs, [*b_runs[:2], elsewhere], ["ndcg@10"], resamples=100)
+    a, b, _ = ctr_runs(tmp_path / "ctr", 0.5, 1.0)
+    with pytest.raises(CompareError, match="one run per side"):
+        compare([a, a], [b, b], ["auc"], resamples=100)
+
+
+def test_main_takes_several_runs_per_side_with_vs(tmp_path, capsys):
+    runs = [fake_run(tmp_path / name, ranking_table(np.linspace(0, 1, 20) * w))
+            for name, w in (("a0", 1.0), ("a1", 0.9), ("b0", 0.5), ("b1", 0.6))]
+    assert main([str(runs[0]), str(runs[1]), "--vs", str(runs[2]), str(runs[3]), "--resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "A: 2 runs, averaged per user" in out and "ndcg@10" in out
+    with pytest.raises(SystemExit):
+        main([str(runs[0]), str(runs[1]), str(runs[2])])  # three runs without --vs: ambiguous
+
+
+def test_rmse_over_seeds_is_the_root_of_the_seeds_mean_squared_error(tmp_path):
+    rng = np.random.default_rng(12)
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(30), 4).astype(str),
+                          "item_id": np.tile(np.arange(4), 30).astype(str),
+                          "target": rng.integers(1, 6, 120).astype(float)})
+    runs, mse = {}, {}
+    for side, noise in (("a", 0.6), ("b", 0.9)):
+        runs[side], errs = [], []
+        for s in range(2):
+            score = frame["target"] + rng.normal(0, noise, 120)
+            runs[side].append(fake_run(tmp_path / f"{side}{s}", predictions=frame.assign(score=score), task="rating"))
+            errs.append(np.mean((score - frame["target"]) ** 2))
+        mse[side] = np.mean(errs)
+    (row,) = compare(runs["a"], runs["b"], ["rmse"], resamples=300)[1]
+    assert row.a == pytest.approx(math.sqrt(mse["a"])) and row.b == pytest.approx(math.sqrt(mse["b"]))
