@@ -1,4 +1,5 @@
 """`python -m recsys_fewshot.report <sweep dir> [--metrics ...] [--plot x=KEY y=METRIC [by=KEY,...]]`
+`[--versus KEY=VALUE ...]`
 
 Turns a sweep (any folder of runs) into a results table: every `metrics.json` below the folder is one run,
 its `.hydra/overrides.yaml` says which configuration it is. Runs that differ only in the seed keys
@@ -9,6 +10,10 @@ runs) are the columns; overrides shared by every run are listed once above the t
 
 Writes `report.md` and `report.csv` in the sweep folder (or `--out`), prints the Markdown, and with
 `--plot` a PNG: y against x, one line per method (the other swept keys), error bars = std over seeds.
+`--versus KEY=VALUE ...` names a baseline configuration: every other one is compared with it user by user on
+the test set (`recsys_fewshot.compare`: runs paired by their seed values, each side's seeds averaged per
+user), with the difference, its 95% interval and a p-value per metric (a sweep over split seeds: one test
+set at a time, so those cells say so).
 """
 
 from __future__ import annotations
@@ -180,6 +185,87 @@ def build_table(runs: Sequence[Run], failed: Sequence[Run] = (), metrics: Option
                  runs=[groups[k] for k in order], fixed=fixed, seeds=seeds, failed=list(failed))
 
 
+@dataclass
+class Versus:
+    """Each configuration against one baseline configuration, paired user by user on the test set
+    (`recsys_fewshot.compare`, each side's seeds averaged per user). `cells[row][metric]` holds the
+    `Comparison`, or a short reason why there is none."""
+
+    baseline: dict[str, str]
+    metrics: list[str]
+    cells: list[dict[str, Any]]
+    resamples: int
+
+
+def parse_versus(items: Sequence[str], table: Table) -> int:
+    """The row of `table` that `KEY=VALUE ...` names (every given key must be swept; one row must match)."""
+    wanted = dict(parse_override(item) for item in items)
+    stray = [k for k in wanted if k not in table.keys]
+    if stray:
+        raise ReportError(f"--versus {stray[0]}=...: not a swept key (swept: {', '.join(table.keys) or 'none'})")
+    rows = [i for i, row in enumerate(table.rows) if all(row[k] == v for k, v in wanted.items())]
+    if len(rows) != 1:
+        shown = "; ".join(" ".join(f"{k}={v}" for k, v in row.items()) for row in table.rows)
+        raise ReportError(f"--versus {' '.join(items)}: {len(rows)} configurations match, expected one "
+                          f"(configurations: {shown})")
+    return rows[0]
+
+
+def versus(table: Table, baseline: int, resamples: int = 2000, seed: int = 0) -> Versus:
+    """Pair each row's runs with the baseline's of the same seed values and compare every test metric that
+    `compare` handles (rmse, mae, auc with one seed, ranking metrics)."""
+    from recsys_fewshot.compare import CompareError, compare
+
+    metrics = [m for m in table.metrics if m.startswith("test/")
+               and (m[5:] in ("rmse", "mae", "auc") or "@" in m[5:])]
+    seed_keys = list(table.seeds)
+
+    def by_seeds(runs: Sequence[Run]) -> dict[tuple, Path]:
+        return {tuple(r.overrides.get(k, "") for k in seed_keys): r.path for r in runs}
+
+    base = by_seeds(table.runs[baseline])
+    split_at = seed_keys.index("split.seed") if "split.seed" in seed_keys else None
+    cells = []
+    for i, runs in enumerate(table.runs):
+        row: dict[str, Any] = {}
+        if i != baseline:
+            mine = by_seeds(runs)
+            shared = sorted(set(mine) & set(base))
+            for m in metrics:
+                if not shared:
+                    row[m] = "no seed shared with the baseline"
+                elif split_at is not None and len({k[split_at] for k in shared}) > 1:
+                    row[m] = "several split seeds: one test set at a time"
+                else:
+                    try:
+                        row[m] = compare([mine[k] for k in shared], [base[k] for k in shared], [m[5:]], resamples,
+                                         seed)[1][0]
+                    except CompareError as err:
+                        row[m] = str(err)[:100]
+        cells.append(row)
+    return Versus(table.rows[baseline], metrics, cells, resamples)
+
+
+def versus_markdown(table: Table, vs: Versus, digits: int = 4) -> str:
+    name = " ".join(f"{k}={v}" for k, v in vs.baseline.items())
+    lines = ["", f"Paired against `{name}` (A − baseline, 95% bootstrap interval over test users, permutation "
+                 f"p; each side's seeds averaged per user; {vs.resamples} resamples):", ""]
+    lines.append("| " + " | ".join([*table.keys, *vs.metrics]) + " |")
+    lines.append("|" + "|".join(["---"] * len(table.keys) + ["--:"] * len(vs.metrics)) + "|")
+    for row, cells in zip(table.rows, vs.cells):
+        out = [_show(row[k]) for k in table.keys]
+        for m in vs.metrics:
+            c = cells.get(m)
+            if c is None:
+                out.append("baseline")
+            elif isinstance(c, str):
+                out.append(f"– ({c})")
+            else:
+                out.append(f"{c.diff:+.{digits}f} [{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}] p={c.p_value:.3g}")
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _show(value: str) -> str:
     """An override value for the Markdown table: long floats (Optuna's proposals) to 4 significant digits."""
     try:
@@ -222,18 +308,25 @@ def to_markdown(table: Table, title: str = "", digits: int = 4) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_frame(table: Table):
+def to_frame(table: Table, vs: Optional[Versus] = None):
     """The table as a pandas DataFrame: swept keys, n, then `<metric>_mean` / `<metric>_std` / `<metric>_n`
-    (the runs that define the metric) columns."""
+    (the runs that define the metric) columns; with `vs`, also `<metric>_vs_diff` / `_vs_low` / `_vs_high` /
+    `_vs_p` (empty for the baseline and where no comparison could be made)."""
     import pandas as pd
 
     records = []
-    for row, stats, runs in zip(table.rows, table.stats, table.runs):
+    extra = [f"{m}_vs_{part}" for m in (vs.metrics if vs else []) for part in ("diff", "low", "high", "p")]
+    for i, (row, stats, runs) in enumerate(zip(table.rows, table.stats, table.runs)):
         rec: dict[str, Any] = {**row, "n": len(runs)}
         for m in table.metrics:
             rec[f"{m}_mean"], rec[f"{m}_std"], rec[f"{m}_n"] = stats[m]
+        for m in (vs.metrics if vs else []):
+            c = vs.cells[i].get(m)
+            if c is not None and not isinstance(c, str):
+                rec.update({f"{m}_vs_diff": c.diff, f"{m}_vs_low": c.ci_low, f"{m}_vs_high": c.ci_high,
+                            f"{m}_vs_p": c.p_value})
         records.append(rec)
-    columns = [*table.keys, "n", *(f"{m}_{s}" for m in table.metrics for s in ("mean", "std", "n"))]
+    columns = [*table.keys, "n", *(f"{m}_{s}" for m in table.metrics for s in ("mean", "std", "n")), *extra]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -294,8 +387,10 @@ def plot(table: Table, x: str, y: str, path: Path, by: Optional[Sequence[str]] =
 
 
 def report(root: Path, metrics: Optional[Sequence[str]] = None, out: Optional[Path] = None,
-           plot_spec: Optional[dict[str, str]] = None, seed_keys: Sequence[str] = SEED_KEYS) -> dict[str, Any]:
-    """Build the table of the sweep at `root`, write report.md / report.csv (and the plot). Returns what it wrote."""
+           plot_spec: Optional[dict[str, str]] = None, seed_keys: Sequence[str] = SEED_KEYS,
+           versus_spec: Optional[Sequence[str]] = None, resamples: int = 2000) -> dict[str, Any]:
+    """Build the table of the sweep at `root`, write report.md / report.csv (and the plot). Returns what it wrote.
+    `versus_spec` (`KEY=VALUE ...`, one configuration) adds paired comparisons of every row against it."""
     from recsys_fewshot.tracking import _atomic
 
     root = Path(root)
@@ -305,16 +400,19 @@ def report(root: Path, metrics: Optional[Sequence[str]] = None, out: Optional[Pa
         if target and any(target in r.metrics for r in runs):
             metrics = [target, *[m for m in default_metrics(runs) if m != target]]
     table = build_table(runs, failed, metrics, seed_keys)
+    vs = versus(table, parse_versus(versus_spec, table), resamples) if versus_spec else None
     out = Path(out) if out else root
     markdown = to_markdown(table, title=f"Report: {root}")
+    if vs is not None:
+        markdown += versus_markdown(table, vs)
     results = root / "optimization_results.yaml"
     if results.exists():
         markdown += f"\nOptuna ({results.name}):\n\n```yaml\n{results.read_text().strip()}\n```\n"
     md_path, csv_path = out / "report.md", out / "report.csv"
     _atomic(md_path, lambda tmp: Path(tmp).write_text(markdown))
-    frame = to_frame(table)
+    frame = to_frame(table, vs)
     _atomic(csv_path, lambda tmp: frame.to_csv(tmp, index=False))
-    written: dict[str, Any] = {"table": table, "markdown": markdown, "md": md_path, "csv": csv_path}
+    written: dict[str, Any] = {"table": table, "markdown": markdown, "md": md_path, "csv": csv_path, "versus": vs}
     if plot_spec:
         x, y = plot_spec["x"], plot_spec["y"]
         by = [k for k in plot_spec["by"].split(",") if k] if "by" in plot_spec else None
@@ -364,10 +462,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for report.md/report.csv/plot (default: the sweep dir)")
     parser.add_argument("--plot", nargs="+", metavar="KEY=VALUE",
                         help="x=SWEPT_KEY y=METRIC [by=KEY,...] [path=FILE.png]: a PNG, one line per method")
+    parser.add_argument("--versus", nargs="+", metavar="KEY=VALUE",
+                        help="a baseline configuration (swept KEY=VALUE ...): every other one is compared with it "
+                             "user by user on the test set (python -m recsys_fewshot.compare)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap / permutation resamples for --versus")
     args = parser.parse_args(argv)
     try:
         written = report(args.sweep_dir, args.metrics, args.out, parse_plot(args.plot) if args.plot else None,
-                         args.seed_keys)
+                         args.seed_keys, args.versus, args.resamples)
     except ReportError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2

@@ -179,3 +179,58 @@ def test_the_test_standard_errors_can_be_reported_beside_the_means(tmp_path):
     table = rep.build_table(runs, failed, metrics=["test/ndcg@10", "test_se/ndcg@10"])
     (stats,) = table.stats
     assert stats["test/ndcg@10"][0] == pytest.approx(0.405) and stats["test_se/ndcg@10"][0] == pytest.approx(0.012)
+
+
+def versus_sweep(root: Path, gain: float, split_seeds=(0,)) -> Path:
+    """head=a / head=b x seed 0-2 (x split.seed), each run with a per_user.parquet on one test set of 150 users;
+    head=b's users score `gain` more NDCG@10 than head=a's, plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    users = np.arange(150)
+    base = rng.uniform(0, 0.6, 150)
+    num = 0
+    for split_seed in split_seeds:
+        for head, shift in (("a", 0.0), ("b", gain)):
+            for seed in range(3):
+                values = np.clip(base + shift + rng.normal(0, 0.05, 150), 0, 1)
+                ovr = [f"head={head}", f"seed={seed}"] + ([f"split.seed={split_seed}"] if len(split_seeds) > 1 else [])
+                job = make_job(root, num, ovr, test={"ndcg@10": float(values.mean())})
+                summary = json.loads((job / "metrics.json").read_text())
+                summary.update(task="ranking", dataset="fake", split={"protocol": "per_user", "seed": split_seed,
+                                                                       "test": 500, "items": 40})
+                (job / "metrics.json").write_text(json.dumps(summary))
+                pd.DataFrame({"user_id": users.astype(str), "relevant": 3, "ndcg@10": values}).to_parquet(
+                    job / "per_user.parquet", index=False)
+                num += 1
+    return root
+
+
+def test_versus_pairs_each_configuration_with_the_baseline_per_user(tmp_path):
+    root = versus_sweep(tmp_path / "sweep", gain=0.05)
+    written = rep.report(root, versus_spec=["head=a"], resamples=500)
+    vs = written["versus"]
+    assert vs.baseline == {"head": "a"} and vs.metrics == ["test/ndcg@10"]
+    rows = {r["head"]: c for r, c in zip(written["table"].rows, vs.cells)}
+    assert rows["a"] == {}  # the baseline itself
+    c = rows["b"]["test/ndcg@10"]
+    stats = {r["head"]: s for r, s in zip(written["table"].rows, written["table"].stats)}
+    assert c.diff == pytest.approx(stats["b"]["test/ndcg@10"][0] - stats["a"]["test/ndcg@10"][0])  # seed means
+    assert c.ci_low > 0.03 and c.p_value < 0.01 and c.users == 150
+    assert "Paired against `head=a`" in written["markdown"] and "p=" in written["markdown"]
+    frame = pd.read_csv(root / "report.csv")
+    assert frame.loc[frame["head"] == "b", "test/ndcg@10_vs_diff"].item() == pytest.approx(c.diff)
+    assert math.isnan(frame.loc[frame["head"] == "a", "test/ndcg@10_vs_p"].item())
+
+
+def test_versus_refuses_an_unclear_baseline_and_says_why_a_cell_is_empty(tmp_path, capsys):
+    root = versus_sweep(tmp_path / "sweep", gain=0.0, split_seeds=(0, 1))
+    with pytest.raises(rep.ReportError, match="not a swept key"):
+        rep.report(root, versus_spec=["optimizer.lr=1"])
+    with pytest.raises(rep.ReportError, match="0 configurations match"):
+        rep.report(root, versus_spec=["head=c"])
+    written = rep.report(root, versus_spec=["head=a"], resamples=200)
+    (cell,) = [c["test/ndcg@10"] for c in written["versus"].cells if c]
+    assert cell == "several split seeds: one test set at a time"
+    assert rep.main([str(root), "--versus", "head=a", "--resamples", "200"]) == 0
+    assert "several split seeds" in capsys.readouterr().out
