@@ -19,6 +19,7 @@ from typing import Any, Optional  # noqa: E402
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from recsys_fewshot.compare import METRICS, PER_USER, PREDICTIONS  # noqa: E402  (the result files compare reads)
 from recsys_fewshot.config import register_configs  # noqa: E402
 
 log = logging.getLogger("recsys_fewshot.train")
@@ -347,9 +348,7 @@ def fallback_counts(prep: Prepared, test, features) -> dict[str, int]:
 
 
 RUN_CONFIG = "config.yaml"  # the config of the results beside it (.hydra/config.yaml is the latest start's)
-PER_USER = "per_user.parquet"
-RESULT_FILES = ("metrics.json", "failure.json", "model.safetensors", "predictions.parquet", PER_USER,
-                RUN_CONFIG)
+RESULT_FILES = (METRICS, "failure.json", "model.safetensors", PREDICTIONS, PER_USER, RUN_CONFIG)
 
 
 def clear_results(run_dir: Path) -> None:
@@ -528,11 +527,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                                       "target": targets(test, spec), "score": scores})
                 if "source_user" in data.users.columns:  # samples as users: the real user each came from
                     frame["source_user"] = data.users["source_user"].to_numpy()[tu]
-                tracking.write_parquet(run_dir / "predictions.parquet", frame)
+                tracking.write_parquet(run_dir / PREDICTIONS, frame)
             if len(tested.per_user):  # per-user test ranking metrics: `python -m recsys_fewshot.compare` pairs them
                 per_user = tested.per_user.assign(user=data.user_raw_ids()[tested.per_user["user"].to_numpy()])
                 tracking.write_parquet(run_dir / PER_USER, per_user.rename(columns={"user": "user_id"}))
-            tracking.write_json(run_dir / "metrics.json", summary)
+            tracking.write_json(run_dir / METRICS, summary)
             print_table(summary)
         accelerator.log(tracking.flatten("test", test_metrics) | tracking.flatten("best_valid", result.best))
         tracking.set_summary(accelerator, {**tracking.flatten("test", test_metrics),
