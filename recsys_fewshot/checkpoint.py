@@ -4,7 +4,8 @@ A checkpoint is a folder ``<run_dir>/checkpoints/step-<optimizer step>/`` holdin
 (model, optimizer, scheduler, each process's RNG states, gradient-accumulation counter) and, written by
 the main process only, ``loop.json`` (epoch, batches done in it, counters, early-stopping state,
 history) and ``loop.safetensors`` (the shuffling generator's state at the start of the epoch, each
-process's running loss, the best weights so far). It is written under a temporary name and renamed
+process's running loss, the best weights so far): the training loop's ``engine.ResumeState``, which
+saves and restores itself through `save` and `load`. It is written under a temporary name and renamed
 once every process has finished, so a kill never leaves a half-written checkpoint behind; only the
 newest one is kept.
 

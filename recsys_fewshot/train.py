@@ -212,7 +212,7 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
     from hydra.utils import instantiate
 
     from recsys_fewshot import checkpoint, optim
-    from recsys_fewshot.engine import batch_loader, fit
+    from recsys_fewshot.engine import FitOptions, batch_loader, fit
     from recsys_fewshot.evaluation import (default_monitor, pointwise_metrics, predict_pairs, ranking_metrics,
                                            resolve_candidates)
     from recsys_fewshot.inductive import using_history
@@ -281,16 +281,16 @@ def train_model(cfg: DictConfig, model, prep: Prepared, valid, n_items: int, tas
         log.info("head %s is fitted in closed form: no training epochs (trainer.max_epochs=%d ignored)",
                  type(model).__name__, max_epochs)
         max_epochs = 0
-    result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator,
-                 max_epochs=max_epochs, patience=cfg.trainer.patience, monitor=monitor,
-                 grad_clip=cfg.trainer.grad_clip, limit_train_batches=cfg.trainer.limit_train_batches,
-                 progress=cfg.trainer.progress, log=log_epoch if log_with else None, scheduler=scheduler,
-                 on_step=text.after_optimizer_step if text is not None else None,
-                 checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
-                 checkpoint_every=t.checkpoint_every,
-                 resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None,
-                 epoch_extras=kg_epoch if kg is not None else None,
-                 config=checkpoint.config_fingerprint(cfg) if run_dir is not None else None)
+    options = FitOptions(
+        max_epochs=max_epochs, patience=t.patience, monitor=monitor, grad_clip=t.grad_clip,
+        limit_train_batches=t.limit_train_batches, progress=t.progress, log=log_epoch if log_with else None,
+        scheduler=scheduler, on_step=text.after_optimizer_step if text is not None else None,
+        checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
+        checkpoint_every=t.checkpoint_every,
+        resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None,
+        epoch_extras=kg_epoch if kg is not None else None,
+        config=checkpoint.config_fingerprint(cfg) if run_dir is not None else None)
+    result = fit(loss_module, model, optimizer, loader, evaluate_valid, accelerator, options)
     return result, monitor
 
 
