@@ -28,7 +28,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-PER_USER, PREDICTIONS, METRICS = "per_user.parquet", "predictions.parquet", "metrics.json"
+from recsys_fewshot.results import METRICS, PER_USER, PREDICTIONS  # what a run writes
+
 ERROR_METRICS = ("rmse", "mae")
 DEFAULT_RANKING = ("ndcg@", "recall@")  # shown by default: these families, at every cut-off the runs have
 CHUNK = 256  # resamples drawn at once

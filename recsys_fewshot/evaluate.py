@@ -42,47 +42,36 @@ def load_run_config(run_dir: Path, overrides: list[str]):
 
 def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
     """{"valid": ..., "test": ...} metrics of the saved run in `run_dir`, recomputed."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from hydra.utils import instantiate
     from safetensors.torch import load_file
 
-    from recsys_fewshot import train
-    from recsys_fewshot import runtime
+    from recsys_fewshot import build, settings
+    from recsys_fewshot.results import ENCODER_DIR, WEIGHTS
     from recsys_fewshot.runtime import head_state
 
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir, list(overrides or []))
-    weights = run_dir / "model.safetensors"
+    weights = run_dir / WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"run_dir={run_dir}: no model.safetensors (the run did not finish?)")
-    t = cfg.trainer  # same precision and batching as training (the catalogue pass autocasts under bf16/fp16)
-    accelerator = Accelerator(cpu=runtime.use_cpu(t.cpu), **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
-                                                                       t.split_batches))
+        raise FileNotFoundError(f"run_dir={run_dir}: no {WEIGHTS} (the run did not finish?)")
+    encoder_dir = run_dir / ENCODER_DIR
+    if cfg.peft.method != "frozen" and not encoder_dir.is_dir():
+        raise FileNotFoundError(f"run_dir={run_dir}: peft={cfg.peft.method} but no {ENCODER_DIR}/ folder")
+    settings.check_settings(cfg)
+    # same precision and batching as training (the catalogue pass autocasts under bf16/fp16)
+    accelerator = build.accelerator_for(cfg)
     set_seed(cfg.seed)
-    data = train.load_data(cfg)
-    split = instantiate(cfg.split)(data)
-    data, split, samples = train.sample_users(cfg, data, split)  # few-shot CTR samples, as in training
-    task = cfg.task or split.task or cfg.dataset.task
-    features, _ = train.item_vectors(cfg, data, accelerator)
-    prep = train.prepare(cfg, data, split, task)
-    train.attach_samples(prep, samples)
-    encoder_dir = run_dir / "encoder"
-    text = None
-    if cfg.peft.method != "frozen":
-        if not encoder_dir.is_dir():
-            raise FileNotFoundError(f"run_dir={run_dir}: peft={cfg.peft.method} but no encoder/ folder")
-        text = train.text_tower(cfg, data, len(prep.train_users), accelerator, adapter=encoder_dir)
-    model = train.build_model(cfg, data, prep, features, text)
+    run = build.build_run(cfg, accelerator, adapter=encoder_dir if cfg.peft.method != "frozen" else None,
+                          init=False)  # the run's own weights are loaded below
     saved = load_file(str(weights))
-    expected = head_state(model, text)
+    expected = head_state(run.model, run.text)
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:
         raise KeyError(f"{weights} does not fit the model the config builds: missing {missing[:3]}, "
                        f"unexpected {unexpected[:3]}")
-    model.load_state_dict(saved, strict=False)
-    model.to(accelerator.device)
-    valid, tested = train.evaluate_model(cfg, model, prep, split, data.n_items, accelerator)
+    run.model.load_state_dict(saved, strict=False)
+    run.model.to(accelerator.device)
+    valid, tested = run.evaluate(accelerator)
     return {"valid": valid, "test": tested.metrics}
 
 
@@ -123,7 +112,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     run_dir = Path(own["run_dir"]).expanduser()
     result = evaluate_run(run_dir, overrides)
-    metrics_file = run_dir / "metrics.json"
+    from recsys_fewshot.results import METRICS
+
+    metrics_file = run_dir / METRICS
     saved = json.loads(metrics_file.read_text()).get("test", {}) if metrics_file.is_file() else {}
     lines, worst = compare(saved, result["test"])
     print("\n".join(lines))

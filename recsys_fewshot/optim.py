@@ -75,6 +75,14 @@ def scheduler_steps(n_rows: int, batch_size: int, max_epochs: int, accumulation:
     return steps * (1 if split_batches else processes)
 
 
+def sparse_embeddings(target: str) -> bool:
+    """Whether the optimizer class `target` (a `_target_` path) declares `sparse_embeddings = True`: it wants
+    the head's ID tables built with sparse gradients (and its gradients cannot be norm-clipped)."""
+    from hydra.utils import get_class
+
+    return bool(getattr(get_class(target), "sparse_embeddings", False))
+
+
 class LazyAdamW(torch.optim.Optimizer):
     """AdamW for recommenders with big ID tables: a parameter with a sparse gradient (an embedding built with
     ``sparse=True``) updates only the rows its batch touched, moments included ("lazy" Adam, as
@@ -82,7 +90,7 @@ class LazyAdamW(torch.optim.Optimizer):
     AdamW step. On 100k users x 50k items a step then costs the batch's rows, not the whole tables
     (`optimizer=lazy_adamw`, which also builds the head's embeddings sparse)."""
 
-    sparse_embeddings = True  # train.py: build the head's ID tables with sparse gradients
+    sparse_embeddings = True  # declared: the build path makes the head's ID tables sparse (see sparse_embeddings)
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):

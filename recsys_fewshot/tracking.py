@@ -145,3 +145,34 @@ def set_summary(accelerator, values: dict[str, Any]) -> None:
     for tracker in accelerator.trackers:
         if tracker.name == "wandb":
             tracker.tracker.summary.update(_jsonable(values))
+
+
+class RunTracker:
+    """The experiment tracker of one run, as the train loop uses it: `log_with` and `init_kwargs` for
+    Accelerate, then `start` (the resolved config), `store` (more config), `finish` (final numbers)."""
+
+    def __init__(self, name: str, project: str, log_with: list[str], init_kwargs: dict):
+        self.name, self.project, self.log_with, self.init_kwargs = name, project, log_with, init_kwargs
+
+    def start(self, accelerator, config: dict[str, Any]) -> None:
+        if self.log_with:
+            accelerator.init_trackers(self.project, config=tracker_config(self.name, config),
+                                      init_kwargs=self.init_kwargs)
+
+    def store(self, accelerator, config: dict[str, Any]) -> None:
+        if self.log_with:
+            for tracker in accelerator.trackers:
+                tracker.store_init_configuration(tracker_config(self.name, config))
+
+    def log_epoch(self, accelerator):
+        """The loop's per-epoch callback (None without a tracker)."""
+        if not self.log_with:
+            return None
+        return lambda row, step: accelerator.log(row, step=step)
+
+    def finish(self, accelerator, summary: dict[str, Any], best: dict[str, float]) -> None:
+        """Test and best-valid metrics logged; test, its standard errors, valid and best valid in the summary."""
+        accelerator.log(flatten("test", summary["test"]) | flatten("best_valid", best))
+        set_summary(accelerator, {**flatten("test", summary["test"]), **flatten("test_se", summary["test_se"]),
+                                  **flatten("valid", summary["valid"]), **flatten("best_valid", best),
+                                  "best_epoch": summary["best_epoch"]})

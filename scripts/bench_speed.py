@@ -202,19 +202,22 @@ def section_extraction(table: Table, args, texts_by_kind: dict[str, list[str]]) 
 
 # ------------------------------------------------------------------------------ 2. cache
 def cli_stage_inputs(overrides: list[str], work: Path):
-    """(config, data, one-process stand-in for Accelerate) as the CLI would have them, for calling train.py's
-    stages in this process; the cache is the bench's."""
+    """(config, data, one-process stand-in for Accelerate) as the CLI would have them, for calling the build
+    path's stages in this process; the cache is the bench's."""
     from types import SimpleNamespace
 
     import torch
     from hydra import compose, initialize_config_dir
 
-    from recsys_fewshot import train
+    from recsys_fewshot import build
+    from recsys_fewshot.config import register_configs
+
+    register_configs()
 
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         cfg = compose("config", overrides=overrides)
     os.environ["RECSYS_FEWSHOT_CACHE"] = str(work / "cache")
-    return cfg, train.load_data(cfg), SimpleNamespace(device=torch.device("cpu"), num_processes=1)
+    return cfg, build.load_data(cfg), SimpleNamespace(device=torch.device("cpu"), num_processes=1)
 
 
 def whole_run_overrides(args, work: Path) -> tuple[list[str], str]:
@@ -232,20 +235,20 @@ def model_override(args) -> list[str]:
 
 
 def section_cache(table: Table, args, work: Path) -> None:
-    """The item vectors of section 3's run, through train.py's own stage (so that run starts warm): once from
+    """The item vectors of section 3's run, through the build path's own stage (so that run starts warm): once from
     an empty embedding cache, then again from the cache."""
     import shutil
 
-    from recsys_fewshot import train
+    from recsys_fewshot import build
 
     overrides, what = whole_run_overrides(args, work)
     shutil.rmtree(work / "cache" / "embeddings", ignore_errors=True)
     cfg, data, single = cli_stage_inputs(overrides, work)
     start = time.perf_counter()
-    _, cold = train.item_vectors(cfg, data, single)
+    _, cold = build.frozen_item_vectors(cfg, data, single)
     cold_s = time.perf_counter() - start
     start = time.perf_counter()
-    _, warm = train.item_vectors(cfg, data, single)
+    _, warm = build.frozen_item_vectors(cfg, data, single)
     warm_s = time.perf_counter() - start
     n = warm["hits"] + warm["misses"]
     table.add("2 cache", f"{what}: second run, forward passes ({n} items)", f"{warm['forward_calls']}",
@@ -334,11 +337,11 @@ def section_scale(table: Table, args, work: Path) -> dict[int, Path]:
 
 
 def warm_item_vectors(overrides: list[str], work: Path) -> None:
-    """The CLI's item vectors for `overrides`, written to the bench's embedding cache by train.py's own stage."""
-    from recsys_fewshot import train
+    """The CLI's item vectors for `overrides`, written to the bench's embedding cache by the build path's own stage."""
+    from recsys_fewshot import build
 
     cfg, data, single = cli_stage_inputs(overrides, work)
-    train.item_vectors(cfg, data, single)
+    build.frozen_item_vectors(cfg, data, single)
 
 
 def _train_rows(metrics: dict) -> int:

@@ -25,12 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 def item_texts(quick: bool) -> list[str]:
     from hydra import compose, initialize_config_dir
 
-    from recsys_fewshot import train
+    from recsys_fewshot import build
+    from recsys_fewshot.config import register_configs
+
+    register_configs()
     from recsys_fewshot.data.text import render_texts
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
         cfg = compose(config_name="config", overrides=["dataset=ml100k"])
-    data = train.load_data(cfg)
+    data = build.load_data(cfg)
     texts = render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
     return texts[:64] if quick else texts
 

@@ -58,36 +58,27 @@ def run_job(run_dir: Path, *overrides: str) -> dict:
 class Stages:
     cfg: Any
     accelerator: Any
-    data: Any
-    split: Any
-    task: str
-    features: Any
-    prep: Any
-    text: Any
-    model: Any
+    run: Any  # build.Run
+
+    def __getattr__(self, name: str):  # data, split, task, features, prep, text, model: the Run's
+        return getattr(self.run, name)
 
     def train(self, run_dir: Path | None = None):
-        from recsys_fewshot import train
+        from recsys_fewshot import build
+        from recsys_fewshot.engine import fit
 
-        return train.train_model(self.cfg, self.model, self.prep, self.split.valid, self.data.n_items, self.task,
-                                 self.accelerator, None, run_dir, self.text)[0]
+        t = build.build_training(self.cfg, self.run, self.accelerator, run_dir)
+        return fit(t.loss_module, self.run.model, t.optimizer, t.loader, t.evaluate_valid, self.accelerator,
+                   t.options)
 
 
 def stages(*overrides: str) -> Stages:
-    """Everything `train.run` builds before fitting, for `overrides`."""
+    """Everything `train.run` builds before fitting (`build.build_run`), for `overrides`."""
     from accelerate.utils import set_seed
-    from hydra.utils import instantiate
 
-    from recsys_fewshot import train
+    from recsys_fewshot import build
 
     cfg = compose(*overrides)
     accelerator = fresh_accelerator(cfg)
     set_seed(cfg.seed)
-    data = train.load_data(cfg)
-    split = instantiate(cfg.split)(data)
-    task = cfg.task or split.task or cfg.dataset.task
-    features, _ = train.item_vectors(cfg, data, accelerator)
-    prep = train.prepare(cfg, data, split, task)
-    text = train.text_tower(cfg, data, len(prep.train_users), accelerator)
-    model = train.build_model(cfg, data, prep, features, text).to(accelerator.device)
-    return Stages(cfg, accelerator, data, split, task, features, prep, text, model)
+    return Stages(cfg, accelerator, build.build_run(cfg, accelerator))

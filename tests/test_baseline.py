@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys_fewshot.evaluation import TaskSpec
-from recsys_fewshot.train import baseline
+from recsys_fewshot.results import baseline
 
 
 def test_ctr_baseline_predicts_the_train_positive_rate():

@@ -69,7 +69,7 @@ def test_a_bad_optimized_metric_fails_before_training_and_never_beside_results(t
     ("head.dim=-4", r"head.dim=-4: expected an integer >= 1"),
 ])
 def test_out_of_range_settings_name_their_key(override, message):
-    from recsys_fewshot.train import check_settings
+    from recsys_fewshot.settings import check_settings
 
     check_settings(compose())  # the defaults pass
     with pytest.raises(ValueError, match=message):

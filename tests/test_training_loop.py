@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_settings_that_cannot_train_as_asked_are_refused_before_training():
-    from recsys_fewshot.train import check_settings
+    from recsys_fewshot.settings import check_settings
 
     check_settings(compose("trainer.limit_train_batches=4", "trainer.gradient_accumulation_steps=2"))
     with pytest.raises(ValueError, match="trainer.limit_train_batches=3 must be a multiple of "
@@ -54,7 +54,7 @@ def test_a_one_class_valid_set_monitors_logloss_and_kg_settings_are_checked(tmp_
     import pandas as pd
 
     from fakes import write_ctr_csv
-    from recsys_fewshot.train import check_settings
+    from recsys_fewshot.settings import check_settings
 
     folder = write_ctr_csv(tmp_path / "ctr")
     valid = pd.read_csv(folder / "valid.csv", dtype=str, keep_default_na=False)

@@ -171,19 +171,19 @@ def check_positions(model_path: Path, max_length: int, virtual: int, method: str
                      f"front of every text; {fix}")
 
 
-def build_tower(name_or_path: str, texts: list[str], *, pooling: str, max_length: int, normalize: bool,
-                batch_size: int, method: str, knobs: Optional[dict] = None, total_steps: int = 1,
+def build_tower(spec, texts: list[str], *, method: str, knobs: Optional[dict] = None, total_steps: int = 1,
                 device: Optional[str] = None, autocast: Optional[str] = None,
                 adapter: Optional[Path] = None) -> TextTower:
-    """A text tower over `texts` (item i = texts[i]): the encoder loaded, wrapped by `method` (or, with
-    `adapter`, the weights a run saved applied, for evaluation), the texts tokenized once."""
+    """A text tower over `texts` (item i = texts[i]) from the encoder `spec` (`encoders.spec.EncoderSpec`):
+    the encoder loaded, wrapped by `method` (or, with `adapter`, the weights a run saved applied, for
+    evaluation), the texts tokenized once."""
     from recsys_fewshot.encoders.text_encoder import TextEncoder
 
     peft_wrap.check_method(method)
     if method == "frozen" and adapter is None:
         raise ValueError("peft=frozen has no trainable text tower: its vectors come from the embedding cache")
-    encoder = TextEncoder(name_or_path, pooling=pooling, max_length=max_length, batch_size=batch_size,
-                          normalize=normalize, device=device)
+    encoder = TextEncoder(**spec.kwargs(), device=device)
+    pooling, max_length, normalize, batch_size = spec.pooling, spec.max_length, spec.normalize, spec.batch_size
     virtual = (knobs or {}).get("num_virtual_tokens")
     if adapter is None and method in ("prefix", "prompt") and isinstance(virtual, int):
         check_positions(encoder.path, int(max_length), virtual, method)  # before loading the model

@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("none", "attributes", "triples")
 AGGREGATES = ("entity", "neighbors", "both")
-# heads whose towers take the KG vectors (models.heads.Recommender subclasses); the others are refused
-SUPPORTED_HEADS = ("recsys_fewshot.models.heads.MF", "recsys_fewshot.models.heads.NCF")
 
 
 def build_graph(source: str, data, path: Optional[str] = None) -> KnowledgeGraph:
@@ -40,13 +38,6 @@ def build_graph(source: str, data, path: Optional[str] = None) -> KnowledgeGraph
             raise ValueError("kg=triples needs kg.path=<file.tsv> (head<TAB>relation<TAB>tail lines)")
         return read_triples_tsv(Path(path).expanduser(), data)
     raise ValueError(f"kg.source={source!r}: expected one of {', '.join(SOURCES)}")
-
-
-def check_head(target: str) -> None:
-    """A clear error for heads whose towers do not take KG vectors (rather than ignoring `kg=`)."""
-    if target not in SUPPORTED_HEADS:
-        raise ValueError(f"kg=attributes/triples is supported by head=mf, mlp and inductive (MF/NCF towers), not by "
-                         f"{target}: use kg=none with this head")
 
 
 def _neighbour_lists(triples: np.ndarray, n_rows: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:

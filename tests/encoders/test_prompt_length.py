@@ -20,8 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tower(path, method, max_length, **kwargs):
-    return build_tower(str(path), TEXTS, pooling="mean", max_length=max_length, normalize=True, batch_size=8,
-                       method=method, knobs=KNOBS, device="cpu", **kwargs)
+    from recsys_fewshot.encoders.spec import EncoderSpec
+
+    spec = EncoderSpec(str(path), pooling="mean", max_length=max_length, normalize=True, batch_size=8)
+    return build_tower(spec, TEXTS, method=method, knobs=KNOBS, device="cpu", **kwargs)
 
 
 @pytest.mark.parametrize("method", ["prompt", "prefix"])

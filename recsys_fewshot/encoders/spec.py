@@ -1,0 +1,24 @@
+"""The one description of a language model that turns item text into vectors (`encoder=` config group).
+
+`EncoderSpec` is both the config schema of the `encoder` group and what the frozen extractor
+(`text_encoder.TextEncoder`) and the trainable text tower (`trainable.build_tower`) are built from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+
+@dataclass
+class EncoderSpec:
+    name_or_path: Optional[str] = None  # None: no text (ID-only baseline); a folder, hub id or packaged alias
+    pooling: str = "mean"  # cls | mean | last (decoder LMs)
+    max_length: int = 64  # tokens; longer texts are truncated
+    batch_size: int = 128  # texts per forward pass during extraction
+    normalize: bool = True  # L2-normalise the text vectors
+    dtype: str = "float32"  # float32 | bfloat16 (GPU only)
+
+    def kwargs(self) -> dict[str, Any]:
+        """The fields as keyword arguments (`TextEncoder(**spec.kwargs())`)."""
+        return asdict(self)
