@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from recsys_fewshot.encoders.spec import EncoderSpec
+
 DEFAULT_HOME = "~/.cache/recsys_fewshot"
 
 
@@ -116,129 +118,7 @@ class TallrecSplitConfig(SplitConfig):
     positive_threshold: float = 4.0  # ratings >= this are liked (history labels of rating data)
 
 
-@dataclass
-class EncoderConfig:
-    name_or_path: Optional[str] = None  # None: no text (ID-only baseline)
-    pooling: str = "mean"  # cls | mean | last (decoder LMs)
-    max_length: int = 64  # tokens; longer texts are truncated
-    batch_size: int = 128  # texts per forward pass during extraction
-    normalize: bool = True  # L2-normalise the text vectors
-    dtype: str = "float32"  # float32 | bfloat16 (GPU only)
-
-
-@dataclass
-class HeadConfig:
-    _target_: str = MISSING
-    dim: int = 64  # width of user/item vectors
-    item_id: bool = True  # add an ID embedding to warm items (cold items use text only)
-    user_id: bool = True  # user ID embedding
-    user_history: bool = True  # add a pooling of the user's training items (works for unseen users)
-    biases: bool = True  # user, item and global biases
-    id_dropout: float = 0.0  # drop the item ID part during training so text learns to stand alone
-    text_hidden: int = 0  # 0: linear projection of text vectors; >0: one hidden layer of this width
-    init_std: float = 0.01
-    l2: float = 0.0  # L2 penalty on the embeddings and biases a batch touches (classic MF regularisation)
-    history_weights: str = "none"  # none | centred: pool history items weighted by the user's centred ratings
-    history_bias: bool = False  # user bias from the history's ratings (shrunk mean residual): serves unseen users
-    bias_shrink: float = 5.0  # shrinkage (pseudo-count) of that bias: larger trusts few ratings less
-    loo_history: bool = False  # in training, leave the predicted item out of its user's history (no label leak)
-    history_sample_k: int = 0  # >0: training pools ~k random history items per user (K-shot episodes for cold users)
-
-
-@dataclass
-class MLPHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.heads.NCF"
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.1
-
-
-@dataclass
-class MFHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.heads.MF"
-
-
-@dataclass
-class SeqHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.sequential.SeqRec"
-    layers: int = 2  # transformer blocks over the history sequence
-    heads: int = 2  # attention heads (dim must divide by it)
-    max_len: int = 50  # the latest items of a history that the user tower reads
-    dropout: float = 0.2
-    temperature: float = 0.07  # scores are cosine similarities / temperature
-
-
-@dataclass
-class HistoryHeadConfig:
-    _target_: str = MISSING
-    recency: float = 1.0  # history item weight = recency ** (age - 1), age 1 = the latest; 1: no recency
-    max_history: int = 50  # the latest items of a history that are read
-
-
-@dataclass
-class RandomHeadConfig(HistoryHeadConfig):
-    _target_: str = "recsys_fewshot.models.fewshot.RandomScore"
-    seed: int = 0  # the fixed pseudo-random score per (sample, item)
-
-
-@dataclass
-class LikeRateHeadConfig(HistoryHeadConfig):
-    _target_: str = "recsys_fewshot.models.fewshot.LikeRate"
-    prior: float = 0.0  # pseudo-counts: (liked + prior) / (n + 2 prior); 0: the plain fraction of liked items
-
-
-@dataclass
-class FewShotHeadConfig(HistoryHeadConfig):
-    _target_: str = "recsys_fewshot.models.fewshot.FewShotCTR"
-    recency: float = 0.9
-    prior_precision: float = 1.0  # of the per-sample ability's prior: larger trusts a short history less
-    learn_prior: bool = False  # also learn the prior's mean, precision and the recency (more to over-fit)
-    newton_steps: int = 5  # steps of the per-sample MAP estimate
-    text_probe: bool = True  # item appeal from a linear probe of the frozen text vector
-    item_id: bool = True  # + an ID offset for items the training samples labelled
-    content: bool = True  # + similarity of the target to the history's liked minus disliked items
-    l2_text: float = 3.0  # L2 prior strengths (fixed, not per sample): larger stays nearer the zero-shot score
-    l2_id: float = 3.0
-    l2_content: float = 3.0
-
-
-@dataclass
-class TextPoolHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.sequential.TextPool"
-    decay: float = 0.5  # weight of an item = decay ** (its age in the history); 1: plain mean
-    max_len: int = 50  # latest history items pooled
-    pool: str = "mean"  # mean: cosine with the weighted mean vector; max_sim: soft maximum of per-item cosines
-    temperature: float = 0.2  # pool=max_sim: lower is closer to a hard max over the history
-    center: bool = False  # subtract the catalogue's mean text vector before the cosines
-    hub_k: int = 10  # hub_weight > 0: an item's hubness = its mean cosine with its hub_k nearest items
-    hub_weight: float = 0.0  # subtract hub_weight x hubness from every score of the item (CSLS); 0: off
-    whiten: float = 0.0  # > 0: centre, then scale principal directions by (s / s_max)^-whiten; 1: full whitening
-
-
-@dataclass
-class EpisodicHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.episodic.EpisodicRidge"
-    k: Optional[int] = None  # window size: the support size of the cold-user protocol (split.k)
-    episodes: int = 1  # windows per training user, starting at 0, k, 2k, ...
-    reg: float = 100.0  # ridge of the window -> later-likes regression
-    negative_weight: float = 0.5  # input weight of a rated-but-not-liked item in a window
-    ease_weight: float = 0.0  # > 0: + this x (scale-matched) EASE co-occurrence scores from the whole histories
-    ease_reg: float = 400.0  # that EASE's lambda
-    max_items: int = 30000  # the weight matrix is n_items^2 floats
-
-
-@dataclass
-class EaseHeadConfig(HeadConfig):
-    _target_: str = "recsys_fewshot.models.ease.EASE"
-    reg: float = 200.0  # L2 on the item-item weights (EASE's lambda)
-    text_weight: float = 0.0  # weight of the items' text similarity prior (0: plain EASE)
-    decay: float = 1.0  # a history item's input weight = decay ** age (age 0: newest); 1: order ignored
-    negative_weight: float = 0.0  # ranking: weight of an interaction below the relevance threshold (0: unused)
-    refit: bool = False  # refit on each history swapped in for evaluation (train + valid for the test)
-    cold_map: float = 0.0  # > 0: columns of items without interactions from a text map (relative ridge)
-    cold_bias: float = 0.0  # cold_map: weight of a text-predicted item prior (how many users take the item)
-    cold_bias_reg: float = 10.0  # ridge of that prior's text regression
-    pop_exponent: float = 0.0  # divide item j's weight column by (1 + its input mass)^pop_exponent; 0: off
-    max_items: int = 30000  # the weight matrix is n_items^2 floats
+EncoderConfig = EncoderSpec  # the encoder group's schema is the spec the encoders are built from
 
 
 @dataclass
@@ -387,9 +267,6 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "tallrec": TallrecSplitConfig,
     },
     "encoder": {"base": EncoderConfig},
-    "head": {"mf": MFHeadConfig, "mlp": MLPHeadConfig, "seq": SeqHeadConfig, "text_pool": TextPoolHeadConfig,
-             "ease": EaseHeadConfig, "episodic": EpisodicHeadConfig,
-             "random": RandomHeadConfig, "likerate": LikeRateHeadConfig, "fewshot": FewShotHeadConfig},
     "peft": {"base": PeftConfig, "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig,
              "prefix": PrefixPeftConfig, "prompt": PromptPeftConfig},
     "optimizer": {"base": OptimizerConfig},
@@ -399,12 +276,18 @@ SCHEMAS: dict[str, dict[str, type]] = {
 }
 
 
-def register_configs() -> None:
+def register_configs(conf_dir: Optional[Path] = None) -> None:
+    """The schemas into Hydra's ConfigStore; head schemas for the `head/` options of `conf_dir` (default: the
+    project's conf/)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, schemas in SCHEMAS.items():
         for name, node in schemas.items():
             cs.store(group=f"schema/{group}", name=name, node=node)
+    from recsys_fewshot.registry import CONF_DIR, head_options, head_schema
+
+    for name, target in head_options(Path(conf_dir) if conf_dir else CONF_DIR).items():  # each head's schema: its constructor's knobs
+        cs.store(group="schema/head", name=name, node=head_schema(target))
 
 
 def resolve_data_root(root: Optional[str]) -> Path:

@@ -17,7 +17,7 @@ history (`set_history`, no retraining). `refit=true` also refits B on each histo
 evaluation (e.g. train + valid for the test), as a final model fitted on all known data would be; the
 hyper-parameters still come from the valid run, which sees B fitted on train only.
 
-There is nothing to train by gradient: the engine skips the epochs for this head (`closed_form`).
+There is nothing to train by gradient: the head declares itself `closed_form`, so the loop runs no epochs.
 B is n_items^2 floats: `max_items` guards against catalogues where that does not fit.
 """
 
@@ -31,17 +31,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.capabilities import Capabilities
 
 
 class EASE(nn.Module):
-    closed_form = True  # fitted when built; train.py runs no epochs
+    # fitted when built (the loop runs no epochs); with negative_weight > 0 the histories hold every rated row
+    capabilities = Capabilities(tasks=("ranking",), closed_form=True, all_rows="negative_weight", new_users=True)
     chunk_pairs = 2048
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
-                 history: Optional[UserHistory] = None, reg: float = 200.0, text_weight: float = 0.0,
-                 decay: float = 1.0, negative_weight: float = 0.0, refit: bool = False, cold_map: float = 0.0,
-                 cold_bias: float = 0.0, cold_bias_reg: float = 10.0, pop_exponent: float = 0.0,
-                 max_items: int = 30000, item_text: Optional[nn.Module] = None, **unused):
+                 history: Optional[UserHistory] = None,
+                 reg: float = 200.0,  # L2 on the item-item weights (EASE's lambda): the main knob, tune on valid
+                 text_weight: float = 0.0,  # > 0: the items' text vectors act as pseudo-users (a text prior); 0: plain
+                 decay: float = 1.0,  # a history item's input weight = decay ** age (age 0: newest); 1: order ignored
+                 negative_weight: float = 0.0,  # ranking: input weight of a rated-but-not-liked item (0: left out)
+                 refit: bool = False,  # refit on each history swapped in for evaluation (train + valid for the test)
+                 cold_map: float = 0.0,  # > 0: columns of items without interactions from a text map (relative ridge)
+                 cold_bias: float = 0.0,  # cold_map: weight of a text-predicted item prior (how many users take it)
+                 cold_bias_reg: float = 10.0,  # ridge of that prior's text regression
+                 pop_exponent: float = 0.0,  # divide item j's column by (1 + its input mass)^pop_exponent; 0: off
+                 max_items: int = 30000,  # the weight matrix is n_items^2 floats (30,000 items: 3.4 GiB)
+                 item_text: Optional[nn.Module] = None):
         super().__init__()
         if item_text is not None:
             raise ValueError("head=ease reads frozen, cached text vectors: use peft=frozen")

@@ -14,7 +14,7 @@ over whole histories) and moves with what the user's k ratings say. `ease_weight
 `ease_reg`·I)⁻¹, diag(B) = 0: score += β·r·(x_u·B), r = the ratio of the two terms' spreads over the
 training episodes (so β is free of their scales). This is what the cold-user protocol asks
 (a new user's first K ratings by time; their later liked items are the queries); a user's K support ratings
-are swapped in as x_u at evaluation, without retraining. Nothing is trained by gradient (`closed_form`);
+are swapped in as x_u at evaluation, without retraining. Nothing is trained by gradient (declared `closed_form`);
 W is n_items² floats (`max_items` guards). Deterministic.
 """
 
@@ -27,21 +27,28 @@ import torch
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.capabilities import Capabilities
 from recsys_fewshot.models.ease import _dense_rows, check_item_item_head, ease_solution, history_gram
 
 
 class EpisodicRidge(nn.Module):
-    closed_form = True  # fitted when built; train.py runs no epochs
-    reads_all_rows = True  # histories hold the not-liked rows too (weight 0), so windows count every rating
+    # fitted when built (no epochs); histories hold the not-liked rows too (weight 0), so windows count every rating
+    capabilities = Capabilities(tasks=("ranking",), closed_form=True, all_rows=True, new_users=True)
     chunk_pairs = 2048
 
-    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, k: Optional[int] = None,
-                 episodes: int = 1, reg: float = 100.0, negative_weight: float = 0.5, ease_weight: float = 0.0,
-                 ease_reg: float = 400.0, max_items: int = 30000, item_text: Optional[nn.Module] = None, **unused):
+    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None,
+                 k: Optional[int] = None,  # window size: the support size of the cold-user protocol (split.k)
+                 episodes: int = 1,  # windows per training user, starting at 0, k, 2k, ...
+                 reg: float = 100.0,  # ridge of the window -> later-likes regression: tune on valid
+                 negative_weight: float = 0.5,  # input weight of a rated-but-not-liked window item (liked: 1)
+                 ease_weight: float = 0.0,  # > 0: + this x (scale-matched) EASE co-occurrence scores
+                 ease_reg: float = 400.0,  # that EASE's lambda
+                 max_items: int = 30000,  # the weight matrix is n_items^2 floats
+                 item_text: Optional[nn.Module] = None):
         super().__init__()
         if item_text is not None:
             raise ValueError("head=episodic reads no text: use peft=frozen")
-        check_item_item_head("episodic", history, n_items, max_items, "head=inductive")
+        check_item_item_head("episodic", history, n_items, max_items, "model=inductive")
         if k is None:
             raise ValueError("head.k (the window size) is not set: split=cold_users sets it from split.k; "
                              "with another split give head.k=<number of ratings a new user brings>")

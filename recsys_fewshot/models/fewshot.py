@@ -31,12 +31,15 @@ import torch
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.capabilities import Capabilities
 
 EPS = 1e-4
 
 
 class HistoryHead(nn.Module):
     """Holds the users' histories as padded tensors; subclasses score (users, items) from them."""
+
+    capabilities = Capabilities(new_users=True)  # users are their (sample) histories
 
     chunk_users = 1024
     cached_histories = 4  # padded histories kept for swapping (train, valid, test, + one)
@@ -121,8 +124,9 @@ class HistoryHead(nn.Module):
 class RandomScore(HistoryHead):
     """A fixed pseudo-random score per (user, item) pair (a hash of both and the seed), plus a trained bias."""
 
-    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, seed: int = 0,
-                 global_mean: float = 0.0, item_text: Optional[nn.Module] = None, **_: object):
+    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None,
+                 seed: int = 0,  # the fixed pseudo-random score per (sample, item)
+                 global_mean: float = 0.0, item_text: Optional[nn.Module] = None):
         super().__init__(n_users, n_items, history, item_text=item_text)
         self.seed = seed
         self.bias = nn.Parameter(torch.tensor(float(global_mean)))
@@ -142,9 +146,11 @@ class LikeRate(HistoryHead):
     empty history scores 0.5).
     """
 
-    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None, prior: float = 0.0,
-                 recency: float = 1.0, max_history: int = 50, global_mean: float = 0.0,
-                 item_text: Optional[nn.Module] = None, **_: object):
+    def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None,
+                 prior: float = 0.0,  # pseudo-counts: (liked + prior) / (n + 2 prior); 0: the plain fraction liked
+                 recency: float = 1.0,  # history item weight = recency ** (age - 1), age 1 the latest; 1: none
+                 max_history: int = 50,  # the latest items of a history that are read
+                 global_mean: float = 0.0, item_text: Optional[nn.Module] = None):
         super().__init__(n_users, n_items, history, max_history, recency, item_text)
         if prior < 0:
             raise ValueError(f"head.prior must be >= 0, got {prior}")
@@ -170,10 +176,19 @@ class FewShotCTR(HistoryHead):
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, known_users: Optional[torch.Tensor] = None,
-                 global_mean: float = 0.0, recency: float = 0.9, prior_precision: float = 1.0,
-                 learn_prior: bool = False, newton_steps: int = 5, text_probe: bool = True, item_id: bool = True,
-                 content: bool = True, l2_text: float = 3.0, l2_id: float = 3.0, l2_content: float = 3.0,
-                 max_history: int = 50, item_text: Optional[nn.Module] = None, **_: object):
+                 global_mean: float = 0.0,
+                 recency: float = 0.9,  # history weight recency ** (age - 1); 1 for unordered histories
+                 prior_precision: float = 1.0,  # of the per-sample ability's prior: larger trusts a short history less
+                 learn_prior: bool = False,  # also learn the prior's mean, precision and the recency (over-fits)
+                 newton_steps: int = 5,  # steps of the per-sample MAP estimate
+                 text_probe: bool = True,  # item appeal from a linear probe of the frozen text vector
+                 item_id: bool = True,  # + an ID offset for items the training samples labelled
+                 content: bool = True,  # + similarity of the target to the history's liked minus disliked items
+                 l2_text: float = 3.0,  # L2 prior strengths (fixed, not per sample): larger stays nearer zero-shot
+                 l2_id: float = 3.0,  # of the ID offsets
+                 l2_content: float = 3.0,  # of the content weight
+                 max_history: int = 50,  # the latest items of a history that are read
+                 item_text: Optional[nn.Module] = None):
         if item_features is None and text_probe:
             raise ValueError("head.text_probe=true needs text vectors: set an encoder, or head.text_probe=false")
         if prior_precision <= 0:

@@ -16,20 +16,32 @@ import torch
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.capabilities import Capabilities
 from recsys_fewshot.models.towers import ItemTower, UserTower
 
 
 class Recommender(nn.Module):
     chunk_users = 4096  # users scored at once by score_candidates (heads with big temporaries lower it)
+    capabilities = Capabilities(kg=True, text_tower=True, new_users=True)
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
-                 known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0, dim: int = 64,
-                 item_id: bool = True, user_id: bool = True, user_history: bool = True, biases: bool = True,
-                 id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.01, l2: float = 0.0,
-                 history_weights: str = "none", history_bias: bool = False, bias_shrink: float = 5.0,
-                 loo_history: bool = False, history_sample_k: int = 0, item_text: Optional[nn.Module] = None,
-                 kg: Optional[nn.Module] = None):
+                 known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0,
+                 dim: int = 64,  # width of user/item vectors: more capacity, more over-fitting
+                 item_id: bool = True,  # add an ID embedding to warm items (cold items use text only)
+                 user_id: bool = True,  # user ID embedding
+                 user_history: bool = True,  # add a pooling of the user's training items (serves unseen users)
+                 biases: bool = True,  # user, item and global biases
+                 id_dropout: float = 0.0,  # drop the item ID part in training so the text part learns to stand alone
+                 text_hidden: int = 0,  # 0: linear projection of the text vectors; >0: one hidden layer this wide
+                 init_std: float = 0.01,  # std of the initial embeddings
+                 l2: float = 0.1,  # L2 on the embeddings and biases a batch touches: the main guard against over-fitting
+                 history_weights: str = "none",  # none | centred: history items weighted by the user's centred ratings
+                 history_bias: bool = False,  # user bias from the history's ratings (shrunk mean residual): unseen users
+                 bias_shrink: float = 5.0,  # pseudo-count of that shrinkage: larger trusts few ratings less
+                 loo_history: bool = False,  # in training, leave the predicted item out of its user's history
+                 history_sample_k: int = 0,  # >0: training pools ~k random history items per user (K-shot episodes)
+                 item_text: Optional[nn.Module] = None, kg: Optional[nn.Module] = None):
         super().__init__()
         self.n_users, self.n_items, self.l2 = n_users, n_items, l2
         self.items = ItemTower(n_items, dim, item_features, item_id, warm_items, id_dropout, text_hidden, init_std,
@@ -173,7 +185,10 @@ class MF(Recommender):
 class NCF(Recommender):
     chunk_users = 64
 
-    def __init__(self, *args, hidden: Sequence[int] = (128, 64), dropout: float = 0.1, **kwargs):
+    def __init__(self, *args,
+                 hidden: Sequence[int] = (128, 64),  # MLP widths: wider fits more, over-fits sooner
+                 dropout: float = 0.1,  # in the MLP
+                 **kwargs):
         super().__init__(*args, **kwargs)
         dim = kwargs.get("dim", 64)
         layers: list[nn.Module] = []

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys_fewshot.data.recdata import UserHistory
+from recsys_fewshot.models.capabilities import Capabilities
 from recsys_fewshot.models.towers import ItemTower
 
 
@@ -34,17 +35,27 @@ def _frozen_text_only(head: str, item_text: Optional[nn.Module]) -> None:
 class SeqRec(nn.Module):
     chunk_users = 1024  # users scored at once by score_candidates
 
+    capabilities = Capabilities(new_users=True)
+
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
-                 known_users: Optional[torch.Tensor] = None, global_mean: float = 0.0, dim: int = 64,
-                 item_id: bool = True, id_dropout: float = 0.0, text_hidden: int = 0, init_std: float = 0.02,
-                 l2: float = 0.0, loo_history: bool = True, layers: int = 2, heads: int = 2, max_len: int = 50,
-                 dropout: float = 0.2, temperature: float = 0.07, item_text: Optional[nn.Module] = None,
-                 **unused):
+                 dim: int = 64,  # width of item/user vectors and of the transformer
+                 item_id: bool = True,  # add an ID embedding to warm items (false: text only, what transfers)
+                 id_dropout: float = 0.0,  # drop the item ID part in training so the text part learns to stand alone
+                 text_hidden: int = 0,  # 0: linear projection of the frozen text vectors; >0: one hidden layer
+                 init_std: float = 0.02,  # std of the initial embeddings
+                 l2: float = 0.0,  # L2 on the ID embeddings a batch touches
+                 loo_history: bool = True,  # a training pair reads only the history before its item (next-item)
+                 layers: int = 2,  # transformer blocks over the history sequence
+                 heads: int = 2,  # attention heads (dim must divide by it)
+                 max_len: int = 50,  # the latest items of a history that the user tower reads
+                 dropout: float = 0.2,  # in the transformer
+                 temperature: float = 0.07,  # scores are cosine similarities / temperature
+                 item_text: Optional[nn.Module] = None):
         super().__init__()
         _frozen_text_only("seq", item_text)
         if history is None:
-            raise ValueError("head=seq reads user histories: keep head.user_history=true")
+            raise ValueError("head=seq reads user histories: the split must give the users a training history")
         if dim % heads:
             raise ValueError(f"head.dim={dim} must be divisible by head.heads={heads}")
         self.n_users, self.n_items, self.l2 = n_users, n_items, l2
@@ -167,14 +178,23 @@ class TextPool(nn.Module):
     chunk_users = 2048
     POOLS = ("mean", "max_sim")
 
+    capabilities = Capabilities(closed_form=True, new_users=True, needs_text=True)
+
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
-                 history: Optional[UserHistory] = None, decay: float = 0.5, max_len: int = 50,
-                 pool: str = "mean", temperature: float = 0.2, center: bool = False, hub_k: int = 10,
-                 hub_weight: float = 0.0, whiten: float = 0.0, item_text: Optional[nn.Module] = None, **unused):
+                 history: Optional[UserHistory] = None,
+                 decay: float = 0.5,  # weight of an item = decay ** (its age in the history); 1: plain mean
+                 max_len: int = 50,  # latest history items pooled
+                 pool: str = "mean",  # mean: cosine with the weighted mean vector | max_sim: soft maximum of cosines
+                 temperature: float = 0.2,  # pool=max_sim: lower is closer to a hard max over the history
+                 center: bool = False,  # subtract the catalogue's mean text vector before the cosines
+                 hub_k: int = 10,  # hub_weight > 0: an item's hubness = its mean cosine with its hub_k nearest items
+                 hub_weight: float = 0.0,  # subtract hub_weight x hubness from every score of the item (CSLS); 0: off
+                 whiten: float = 0.0,  # > 0: centre, scale principal directions by (s / s_max)^-whiten; 1: full
+                 item_text: Optional[nn.Module] = None):
         super().__init__()
         _frozen_text_only("text_pool", item_text)
         if item_features is None or history is None:
-            raise ValueError("head=text_pool needs an encoder (text vectors) and head.user_history=true")
+            raise ValueError("head=text_pool needs an encoder (text vectors) and users with a training history")
         if pool not in self.POOLS:
             raise ValueError(f"head.pool={pool!r}: expected one of {', '.join(self.POOLS)}")
         if not temperature > 0:
