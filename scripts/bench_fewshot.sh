@@ -2,12 +2,12 @@
 # TALLRec's few-shot table, N x seeds x methods x model selection, in ONE Hydra multirun, printed with
 # mean ± std over the seeds and TALLRec's published numbers beside ours; the wall-clock is recorded.
 #
-#   scripts/bench_fewshot.sh movie                      # experiment=tallrec_movie (MovieLens-100K)
-#   scripts/bench_fewshot.sh book                       # experiment=tallrec_book (Book-Crossing valid.json)
+#   scripts/bench_fewshot.sh movie                      # protocol=tallrec_movie (MovieLens-100K)
+#   scripts/bench_fewshot.sh book                       # protocol=tallrec_book (Book-Crossing valid.json)
 #   SHOTS=16 SEEDS=0,1 scripts/bench_fewshot.sh movie trainer.max_epochs=50   # extra args: Hydra overrides
 #
-# Knobs (environment): SHOTS (16,64,256), SEEDS (0,1,2,3,4: the N-shot draws), METHODS (random,likerate,fewshot;
-# book: fewshot_book),
+# Knobs (environment): SHOTS (16,64,256), SEEDS (0,1,2,3,4: the N-shot draws), METHODS (model= presets: random,
+# likerate,fewshot; book: fewshot_book; each the few-shot CTR training settings with its head),
 # VALID (full,none: TALLRec's selection on the whole valid set | strict: nothing beyond the N shots),
 # OUT (the sweep folder; default multirun/fewshot-<table>-<time>), PYTHON (.venv/bin/python if present).
 # Needs RECSYS_FEWSHOT_DATA (ml-100k/, tallrec-book/); the embedding cache makes every job after the first
@@ -31,7 +31,7 @@ mkdir -p "$(dirname "$OUT")"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo n/a)"
 start=$(date +%s.%N)
 sweep_status=0
-"$PYTHON" -m recsys_fewshot.train -m "experiment=tallrec_$TABLE" "head=$METHODS" "split.n_shots=$SHOTS" \
+"$PYTHON" -m recsys_fewshot.train -m "protocol=tallrec_$TABLE" "model=$METHODS" "split.n_shots=$SHOTS" \
   "split.seed=$SEEDS" "split.valid=$VALID" logger=none "hydra.sweep.dir=$OUT" "$@" > "$OUT.log" 2>&1 \
   || sweep_status=$?
 end=$(date +%s.%N)
@@ -80,7 +80,7 @@ if not runs:
 stats = build_table(runs, failed, metrics=["test/auc", "valid/auc", "seconds/total"])
 shots = sorted({int(r.overrides["split.n_shots"]) for r in runs})
 # other swept keys (extra overrides such as split.history_len=3,10): one column each, or their rows would collide
-extra = [k for k in stats.keys if k not in ("head", "split.valid", "split.n_shots")]
+extra = [k for k in stats.keys if k not in ("model", "split.valid", "split.n_shots")]
 cells, seeds = {}, set()
 
 
@@ -97,7 +97,7 @@ def number_first(text: str) -> tuple:
 
 
 for row, stat, group in zip(stats.rows, stats.stats, stats.runs):
-    key = (value(row, "head", "fewshot"), value(row, "split.valid", "full"), *(row[k] for k in extra))
+    key = (value(row, "model", "fewshot"), value(row, "split.valid", "full"), *(row[k] for k in extra))
     n = int(value(row, "split.n_shots", "0"))
     cells.setdefault(key, {})[n] = stat["test/auc"]
     seeds.update(r.overrides.get("split.seed", "0") for r in group)

@@ -33,7 +33,7 @@ def test_cold_items_text_tower_ranks_unseen_items_far_above_chance(data_root, tm
     weighted by centred rating: the fake users rate random items, so only the ratings say what they like.)"""
     run = tmp_path / "run"
     proc = cli(*base(data_root, run, tmp_path / "cache", "split=cold_items", "split.cold_ratio=0.25",
-                     "head=inductive", "head.id_dropout=0.5", "trainer.max_epochs=8", "trainer.patience=8",
+                     "model=inductive", "head.id_dropout=0.5", "trainer.max_epochs=8", "trainer.patience=8",
                      "optimizer.lr=0.01"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run / "metrics.json").read_text())
@@ -50,7 +50,7 @@ def test_cold_items_text_tower_ranks_unseen_items_far_above_chance(data_root, tm
 @pytest.mark.slow
 def test_cold_users_are_served_from_their_support_without_retraining(data_root, tiny_bert, tmp_path):
     run = tmp_path / "run"
-    proc = cli(*base(data_root, run, tmp_path / "cache", "split=cold_users", "split.k=5", "head=inductive",
+    proc = cli(*base(data_root, run, tmp_path / "cache", "split=cold_users", "split.k=5", "model=inductive",
                      f"encoder.name_or_path={tiny_bert}", "trainer.max_epochs=3", "split.adapt_steps=30"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((run / "metrics.json").read_text())

@@ -98,7 +98,7 @@ def test_tallrec_json_test_file_is_only_scored_and_the_like_rate_auc_is_known(tm
     args = ["experiment=tallrec_book", f"dataset.dir={folder}", "dataset.train_file=train.json",
             "split.n_shots=16", *common(tmp_path, tiny_bert)]
 
-    rate = run_job(tmp_path / "rate", *args, "head=likerate", "dataset.test_file=test.json")
+    rate = run_job(tmp_path / "rate", *args, "model=likerate", "dataset.test_file=test.json")
     assert rate["split"]["test"] == 4 and rate["split"]["valid"] == 12  # valid: split.valid_ratio (20%) of train
     assert rate["test"]["auc"] == pytest.approx(3.5 / 4)  # positives 0.5, 0.75 vs negatives 0.25, 0.5
 

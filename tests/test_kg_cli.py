@@ -101,7 +101,7 @@ def test_heads_without_kg_support_fail_naming_kg(head, data_root, tmp_path):
 
 
 def test_cold_items_get_knowledge_vectors_from_their_attributes(data_root, tmp_path):
-    s = stages(*common(data_root, tmp_path / "cache"), "kg=attributes", "split=cold_items", "head=inductive",
+    s = stages(*common(data_root, tmp_path / "cache"), "kg=attributes", "split=cold_items", "model=inductive",
                "task=ranking", "head.history_weights=none", "head.history_bias=false")
     kg = s.model.kg
     cold = torch.nonzero(s.prep.warm == 0).flatten()
