@@ -7,6 +7,9 @@ Layout: ``<cache_dir>/embeddings/<encoder.identity[:16]>/<sha256>.safetensors``;
 concurrent runs can share a cache. A fully warm lookup never loads the model (nor imports
 ``transformers``). ``<cache_dir>/embeddings/file_digests.json`` memoises the sha256 of the model's files
 (the identity hashes them in full; see :func:`~recsys_fewshot.encoders.text_encoder.file_digests`).
+The shards hold each text's own vector; a catalogue-wide step (``encoder.center``: subtracting the mean of
+the texts asked for) is applied after the lookup, by the encoder's ``finish``, so one cached text serves
+every catalogue it appears in.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def encode_cached(encoder: TextEncoder, texts: list[str],
 
     Returns the vectors and ``{"hits", "misses", "forward_calls", "seconds"}``, where hits/misses count
     distinct texts (found in the cache / encoded now). ``cache_dir=None``: no cache, distinct texts
-    are encoded once.
+    are encoded once. The encoder's ``finish`` (if it has one: centring) is applied to the rows returned,
+    `texts` being the catalogue.
     """
     start, calls_before = time.perf_counter(), encoder.forward_calls
     memoise = getattr(encoder, "memoise_digests", None)
@@ -125,6 +129,9 @@ def encode_cached(encoder: TextEncoder, texts: list[str],
         except OSError:
             pass  # e.g. a read-only cache: it is ignored again next time
     out = vectors[[position[t] for t in texts]] if texts else torch.zeros(0, encoder.dim)
+    finish = getattr(encoder, "finish", None)
+    if callable(finish):
+        out = finish(out)
     stats = {"hits": len(distinct) - len(missing), "misses": len(missing),
              "forward_calls": encoder.forward_calls - calls_before,
              "seconds": time.perf_counter() - start}

