@@ -20,23 +20,58 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("recsys_fewshot.train")
 
 
+def component(node: DictConfig, key: str, name_key: Optional[str] = None):
+    """The object a `_target_` node names, built with the node's other keys (`key`: its name in messages).
+    `name_key`: the key recording the component's name (`peft.method`, `logger.name`), which must be the
+    name its class declares."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        built = instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        raise ValueError(f"{key}._target_={node.get('_target_')!r}: {err}") from err
+    if name_key is not None:
+        declared = getattr(type(built), name_key, None)
+        if getattr(built, name_key, None) != declared:
+            raise ValueError(f"{key}.{name_key}={node.get(name_key)!r}: {key}._target_={node.get('_target_')} is "
+                             f"{key}={declared}; {key}.{name_key} only records that name: choose another with "
+                             f"{key}={node.get(name_key)}")
+    return built
+
+
+def reader(cfg: DictConfig):
+    """The `dataset.reader` of `cfg` (`data.sources.Reader`): its class by `_target_`, its options the other keys."""
+    return component(cfg.dataset.reader, "dataset.reader")
+
+
+def peft_method(cfg: DictConfig):
+    """The `peft=` method of `cfg` (`encoders.peft_wrap.PeftMethod`), its knobs the group's other keys."""
+    return component(cfg.peft, "peft", "method")
+
+
+def tracker_of(cfg: DictConfig):
+    """The `logger=` tracker class's instance (`tracking.Tracker`), its settings the group's other keys."""
+    return component(cfg.logger, "logger", "name")
+
+
 def load_data(cfg: DictConfig):
     from recsys_fewshot.config import resolve_cache_dir, resolve_data_root
     from recsys_fewshot.data.recdata import DataError
-    from recsys_fewshot.data.sources import ensure_ml100k
     from recsys_fewshot.data.store import load_cached
 
+    source = reader(cfg)
     root = resolve_data_root(cfg.dataset.root)
     folder = Path(cfg.dataset.dir).expanduser()
     if not folder.is_absolute():
         folder = root / folder
-    if cfg.dataset.kind == "ml100k" and not folder.exists() and folder == root / "ml-100k":
-        folder = ensure_ml100k(root)
+    fetch = source.download  # how the reader installs missing files (MovieLens-100K: its checked download)
+    if fetch is not None and not folder.exists() and folder == root / fetch.folder:
+        folder = fetch.install(root)
     if not folder.exists():
         raise DataError(f"dataset.dir: folder {folder} does not exist (dataset.root / $RECSYS_FEWSHOT_DATA "
                         f"is {root})")
-    options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
-    return load_cached(cfg.dataset.kind, folder, resolve_cache_dir(cfg.cache_dir), **options)
+    return load_cached(source, folder, resolve_cache_dir(cfg.cache_dir))
 
 
 def encoder_spec(cfg: DictConfig):
@@ -163,20 +198,21 @@ def attach_samples(prep: Prepared, view) -> None:
 
 
 def text_tower(cfg: DictConfig, spec, texts: list[str], n_train: int, accelerator, adapter: Optional[Path] = None):
-    """The trainable item-text tower of joint training (`peft` other than frozen; or, with `adapter`, a
-    saved run's trained encoder), else None. Item vectors for the user history still come from `item_vectors`."""
-    if cfg.peft.method == "frozen" and adapter is None:
+    """The trainable item-text tower of joint training (a `peft` method that trains the encoder; or, with
+    `adapter`, a saved run's trained encoder), else None. Item vectors for the user history still come from
+    `item_vectors`."""
+    method = peft_method(cfg)
+    if not method.trains_encoder and adapter is None:
         return None
     if spec is None:
-        raise ValueError(f"peft={cfg.peft.method} trains the text encoder: set an encoder (encoder=minilm)")
+        raise ValueError(f"peft={method.name} trains the text encoder: set an encoder (encoder=minilm)")
     from recsys_fewshot.encoders.trainable import build_tower
     from recsys_fewshot.optim import optimizer_steps
 
     t = cfg.trainer
     per_step = t.batch_size * (1 if t.split_batches else accelerator.num_processes)
     steps = optimizer_steps(n_train, per_step, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches)
-    tower = build_tower(spec, texts, method=cfg.peft.method, knobs=OmegaConf.to_container(cfg.peft, resolve=True),
-                        total_steps=steps, device=str(accelerator.device), adapter=adapter,
+    tower = build_tower(spec, texts, method=method, total_steps=steps, device=str(accelerator.device), adapter=adapter,
                         autocast=t.mixed_precision if accelerator.native_amp else None)  # as training
     log.info("peft=%s: %s encoder parameters trainable", tower.method, tower.parameter_counts())
     return tower
@@ -440,11 +476,10 @@ def tracker(cfg: DictConfig, run_dir: Path, job):
     """The `logger=` tracker of a run (`job`: `sweeps.job_context()`, its group, tags and name in a sweep)."""
     from recsys_fewshot import tracking
 
-    lg = cfg.logger
-    log_with, init_kwargs = tracking.tracker_setup(
-        lg.name, run_dir, lg.mode, lg.group or job.group, [*job.tags, *lg.tags], lg.entity,
-        job.run_name(run_dir.name), job_type=lg.job_type or job.job_type)
-    return tracking.RunTracker(lg.name, lg.project, log_with, init_kwargs)
+    chosen = tracker_of(cfg)  # a tracking.Tracker: wandb, TensorBoard or none
+    init_kwargs = chosen.init_kwargs(run_dir, job.run_name(run_dir.name), group=chosen.group or job.group,
+                                     tags=[*job.tags, *chosen.tags], job_type=chosen.job_type or job.job_type)
+    return tracking.RunTracker(chosen, init_kwargs)
 
 
 def tracked_config(cfg: DictConfig, run_dir: Path, job) -> dict:

@@ -22,8 +22,37 @@ DEFAULT_HOME = "~/.cache/recsys_fewshot"
 
 
 @dataclass
+class ReaderConfig:
+    _target_: str = MISSING  # the reader class (raw files -> RecData); the node's other keys are its options
+
+
+@dataclass
+class MovieLens100KReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.sources.MovieLens100K"
+
+
+@dataclass
+class CsvReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.sources.Csv"
+
+
+@dataclass
+class AmazonUniSRecReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.sources.AmazonUniSRec"
+    name: str = "Scientific"  # file prefix of the atomic files ({name}.text, {name}.train.inter, ...)
+
+
+@dataclass
+class TallrecJsonReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.tallrec.TallrecJson"
+    train_file: Optional[str] = None  # the parts' files (conf/dataset/tallrec_json.yaml: dataset.train_file, ...)
+    valid_file: Optional[str] = None
+    test_file: Optional[str] = None
+
+
+@dataclass
 class DatasetConfig:
-    kind: str = MISSING  # reader: ml100k | csv | amazon_unisrec
+    reader: Any = MISSING  # how the raw files are read: `_target_` names the reader class, the other keys its options
     root: Optional[str] = None  # data root; None -> env RECSYS_FEWSHOT_DATA -> ~/.cache/recsys_fewshot
     dir: str = MISSING  # folder under root (or an absolute path)
     task: str = "rating"  # the data set's natural task, unless the split or `task=` says otherwise
@@ -31,11 +60,26 @@ class DatasetConfig:
     text_template: str = "{title}"  # str.format over the items table's columns
     list_columns: list[str] = field(default_factory=list)  # columns whose "|"-joined values read as "a, b"
     default_fold: str = "given"  # the files' own split used by split=given
-    options: dict[str, Any] = field(default_factory=dict)  # extra reader options
+
+
+@dataclass
+class MovieLens100KDatasetConfig(DatasetConfig):
+    reader: MovieLens100KReaderConfig = field(default_factory=MovieLens100KReaderConfig)
+
+
+@dataclass
+class CsvDatasetConfig(DatasetConfig):
+    reader: CsvReaderConfig = field(default_factory=CsvReaderConfig)
+
+
+@dataclass
+class AmazonUniSRecDatasetConfig(DatasetConfig):
+    reader: AmazonUniSRecReaderConfig = field(default_factory=AmazonUniSRecReaderConfig)
 
 
 @dataclass
 class TallrecJsonDatasetConfig(DatasetConfig):
+    reader: TallrecJsonReaderConfig = field(default_factory=TallrecJsonReaderConfig)
     train_file: Optional[str] = None  # TALLRec prompt files, relative to dataset.dir (or absolute); None: absent
     valid_file: Optional[str] = None
     test_file: Optional[str] = None  # given: the test set is this whole file, read only to score it
@@ -123,20 +167,42 @@ EncoderConfig = EncoderSpec  # the encoder group's schema is the spec the encode
 
 @dataclass
 class PeftConfig:
-    method: str = "frozen"  # frozen: vectors extracted once and cached; bitfit: biases; full: all weights
+    _target_: str = MISSING  # the method class: how it wraps the model, what trains, how it is saved and loaded
+    method: str = MISSING  # the method's name, recorded in metrics.json and encoder/method.json (peft=NAME picks it)
+
+
+@dataclass
+class FrozenPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.Frozen"
+    method: str = "frozen"
+
+
+@dataclass
+class BitFitPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.BitFit"
+    method: str = "bitfit"
+
+
+@dataclass
+class FullPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.Full"
+    method: str = "full"
 
 
 @dataclass
 class LoraPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.Lora"
     method: str = "lora"
     r: int = 8  # adapter rank
     alpha: int = 16  # the update is scaled by alpha / r
     dropout: float = 0.1  # on the adapter's input
     target_modules: Optional[list[str]] = None  # None: peft's default for the architecture (BERT: query, value)
+    top_layers: int = 0  # adapters in the last N of the num_hidden_layers only (peft layers_to_transform); 0: all
 
 
 @dataclass
 class AdaLoraPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.AdaLora"
     method: str = "adalora"
     init_r: int = 12  # starting rank of every adapter
     target_r: int = 8  # average rank left after the budget is reallocated
@@ -146,10 +212,12 @@ class AdaLoraPeftConfig(PeftConfig):
     tinit: int = 0  # optimizer steps before ranks start being pruned
     tfinal: int = 0  # final steps with the ranks fixed
     delta_t: int = 1  # steps between two budget reallocations
+    top_layers: int = 0  # adapters in the model's last N layers only (as for LoRA); 0: all
 
 
 @dataclass
 class IA3PeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.IA3"
     method: str = "ia3"
     target_modules: Optional[list[str]] = None  # None: peft's default (BERT: key, value, output.dense)
     feedforward_modules: Optional[list[str]] = None  # of those, the ones scaled on their input
@@ -157,6 +225,7 @@ class IA3PeftConfig(PeftConfig):
 
 @dataclass
 class PrefixPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.Prefix"
     method: str = "prefix"
     num_virtual_tokens: int = 20  # learnt key/value positions prepended in every layer
     projection: bool = False  # reparametrise the prefix through an MLP
@@ -164,6 +233,7 @@ class PrefixPeftConfig(PeftConfig):
 
 @dataclass
 class PromptPeftConfig(PeftConfig):
+    _target_: str = "recsys_fewshot.encoders.peft_wrap.Prompt"
     method: str = "prompt"
     num_virtual_tokens: int = 20  # learnt input embeddings prepended to every text
     init_text: Optional[str] = None  # initialise them from this text's tokens; None: random
@@ -225,13 +295,32 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | tensorboard | none
+    _target_: str = MISSING  # the tracker class (recsys_fewshot.tracking): Accelerate's tracker, its settings, summary
+    name: str = MISSING  # the tracker's name: wandb | tensorboard | none (logger=NAME picks it)
     project: str = "recsys-fewshot"
     entity: Optional[str] = None
     mode: Optional[str] = None  # online | offline | disabled; None: offline unless an API key is configured
     group: Optional[str] = None  # None: the sweep directory's name for multirun jobs, no group for single runs
     job_type: Optional[str] = None  # None: "sweep" for multirun jobs, "train" for single runs
     tags: list[str] = field(default_factory=list)  # added to the automatic ones (dataset=..., head=..., ...)
+
+
+@dataclass
+class WandbLoggerConfig(LoggerConfig):
+    _target_: str = "recsys_fewshot.tracking.Wandb"
+    name: str = "wandb"
+
+
+@dataclass
+class TensorBoardLoggerConfig(LoggerConfig):
+    _target_: str = "recsys_fewshot.tracking.TensorBoard"
+    name: str = "tensorboard"
+
+
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    _target_: str = "recsys_fewshot.tracking.NoTracker"
+    name: str = "none"
 
 
 @dataclass
@@ -254,8 +343,11 @@ class Config:
     init_from: Optional[str] = None  # a run directory: load its model.safetensors where names and shapes match
 
 
+# {group: {option: schema}}: for dataset, peft and logger the option names are also the names a run folder
+# saved before `_target_` chose these components (dataset.kind, peft.method, logger.name): see `saved_run_config`
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"base": DatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
+    "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
+                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,
@@ -267,11 +359,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "tallrec": TallrecSplitConfig,
     },
     "encoder": {"base": EncoderConfig},
-    "peft": {"base": PeftConfig, "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig,
-             "prefix": PrefixPeftConfig, "prompt": PromptPeftConfig},
+    "peft": {"base": PeftConfig, "frozen": FrozenPeftConfig, "bitfit": BitFitPeftConfig, "full": FullPeftConfig,
+             "lora": LoraPeftConfig, "adalora": AdaLoraPeftConfig, "ia3": IA3PeftConfig, "prefix": PrefixPeftConfig,
+             "prompt": PromptPeftConfig},
     "optimizer": {"base": OptimizerConfig},
     "trainer": {"base": TrainerConfig},
-    "logger": {"base": LoggerConfig},
+    "logger": {"base": LoggerConfig, "wandb": WandbLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
+               "none": NoLoggerConfig},
     "kg": {"base": KGConfig},
 }
 
@@ -303,3 +397,4 @@ def resolve_cache_dir(cache_dir: Optional[str]) -> Path:
                                                 else "the default cache folder")
         raise ValueError(f"{source}={path} is a file, not a folder: point it at a directory for the caches")
     return path
+

@@ -4,7 +4,8 @@ A head is an option of the `head` config group: `conf/head/<name>.yaml` names it
 the group's schema for it is generated here from that class's constructor (`models.capabilities`
 `schema_fields`): exactly its knobs, each default written once, in the signature. An unknown or
 inapplicable key (`head=ease head.dim=7`) then fails at composition, and `explain_on_failure` adds, after
-Hydra's message, the keys that head takes, or the new spelling of a renamed option.
+Hydra's message, the keys that head takes (or, for `peft.<key>`, the keys of the chosen PEFT method and
+the methods that have that key), or the new spelling of a renamed option or key.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 RENAMED = {
     "head=inductive": "model=inductive",
     "head=fewshot_book": "model=fewshot_book",
+}
+# keys that moved: the old key (a prefix when it ends in ".") -> the new one; dataset.kind=NAME became the
+# option dataset=NAME, which names its reader (dataset.reader._target_)
+RENAMED_KEYS = {
+    "dataset.kind": "dataset",
+    "dataset.options.": "dataset.reader.",
 }
 
 
@@ -149,6 +156,11 @@ def failure_hints(argv: list[str]) -> list[str]:
         plain = arg.lstrip("+~")
         if plain in RENAMED:
             hints.append(f"{plain} is now spelled {RENAMED[plain]}")
+        key, _, value = plain.partition("=")
+        for old, new in RENAMED_KEYS.items():
+            if key == old or (old.endswith(".") and key.startswith(old)):
+                spelled = f"{new}{key[len(old):]}={value}" if old.endswith(".") else f"{new}={value}"
+                hints.append(f"{plain} is now spelled {spelled}")
     chosen = dict(a.lstrip("+~").split("=", 1) for a in argv if "=" in a and "." not in a.split("=", 1)[0])
     if "experiment" in chosen and "head" in chosen:
         pair = experiment_pair(chosen["experiment"])
@@ -159,6 +171,7 @@ def failure_hints(argv: list[str]) -> list[str]:
                          f"may not fit head={chosen['head']}: run "
                          + " or ".join([f"experiment={chosen['experiment']} model={m}" for m in presets]
                                        + [f"protocol={protocol} head={chosen['head']}"]))
+    hints += _peft_key_hints(argv)
     head_args = [a.lstrip("+~").split("=", 1)[0] for a in argv if a.lstrip("+~").startswith("head.")]
     if not head_args:
         return hints
@@ -174,6 +187,28 @@ def failure_hints(argv: list[str]) -> list[str]:
         if name not in keys:
             hints.append(f"{key}: head={choice} ({target.rsplit('.', 1)[-1]}) has no key {name!r}; its keys: "
                          f"{', '.join(keys)}")
+    return hints
+
+
+def _peft_key_hints(argv: list[str]) -> list[str]:
+    """For `peft.<key>` overrides the chosen method lacks: its keys, and the methods that have that key."""
+    from recsys_fewshot.config import SCHEMAS
+
+    keys = [a.lstrip("+~").split("=", 1)[0] for a in argv if a.lstrip("+~").startswith("peft.")]
+    if not keys:
+        return []
+    choice = _composed_choice(argv, "peft")
+    schemas = {n: {f.name for f in dataclasses.fields(c)} - {"_target_"} for n, c in SCHEMAS["peft"].items()
+               if n != "base"}
+    if choice not in schemas:
+        return []
+    hints = []
+    for key in keys:
+        name = key.split(".", 2)[1]
+        if name not in schemas[choice]:
+            having = [n for n, fields in schemas.items() if name in fields]
+            hints.append(f"{key}: peft={choice} has no key {name!r}; its keys: {', '.join(sorted(schemas[choice]))}"
+                         + (f"; methods with {name}: {', '.join(having)}" if having else ""))
     return hints
 
 
@@ -204,9 +239,8 @@ def models_with_head(head: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return out
 
 
-def _composed_head(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
-    """(`_target_`, option name) of the head the command line chooses (group choices only; None if that
-    cannot be composed either)."""
+def _composed(argv: list[str]):
+    """The config of the command line's group choices only (None if that cannot be composed either)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -215,12 +249,26 @@ def _composed_head(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="config", overrides=choices, return_hydra_config=True)
-            return str(cfg.head._target_), str(cfg.hydra.runtime.choices.get("head"))
+            return compose(config_name="config", overrides=choices, return_hydra_config=True)
     except Exception:  # noqa: BLE001 - only a hint: nothing more to say
-        return None, None
+        return None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _composed_choice(argv: list[str], group: str) -> Optional[str]:
+    """The option of `group` the command line chooses (directly or through a preset)."""
+    cfg = _composed(argv)
+    return None if cfg is None else str(cfg.hydra.runtime.choices.get(group))
+
+
+def _composed_head(argv: list[str]) -> tuple[Optional[str], Optional[str]]:
+    """(`_target_`, option name) of the head the command line chooses (group choices only; None if that
+    cannot be composed either)."""
+    cfg = _composed(argv)
+    if cfg is None:
+        return None, None
+    return str(cfg.head._target_), str(cfg.hydra.runtime.choices.get("head"))
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ def _at_least(key: str, value, low: int) -> None:
 
 def check_settings(cfg: DictConfig) -> None:
     """Numbers and names that would otherwise fail late (after training) or silently: each error names its key."""
+    from recsys_fewshot import build
     from recsys_fewshot.engine import BATCHING
     from recsys_fewshot.metrics import RANKING_METRICS
     from recsys_fewshot.optim import sparse_embeddings
@@ -44,6 +45,8 @@ def check_settings(cfg: DictConfig) -> None:
         _at_least(f"trainer.{key}", t.get(key), 0)
     if "dim" in cfg.head:
         _at_least("head.dim", cfg.head.dim, 1)
+    _at_least("peft.top_layers", cfg.peft.get("top_layers"), 0)
+    build.tracker_of(cfg)  # logger.name is the name of the tracker logger._target_ names
     if cfg.get("kg") is not None and cfg.kg.source != "none":
         _at_least("kg.num_negatives", cfg.kg.num_negatives, 1)
         _at_least("kg.batch_size", cfg.kg.batch_size, 1)
@@ -71,6 +74,7 @@ def check_settings(cfg: DictConfig) -> None:
 def check_head(cfg: DictConfig, task: str) -> None:
     """What the chosen head declares it can do (`models.capabilities`) against the task, KG, joint training
     and split settings of the run."""
+    from recsys_fewshot import build
     from recsys_fewshot.models.capabilities import capabilities_of
 
     if task not in TASKS:
@@ -85,7 +89,7 @@ def check_head(cfg: DictConfig, task: str) -> None:
     if cfg.get("kg") is not None and cfg.kg.source != "none" and not caps.kg:
         raise ValueError(f"kg={cfg.kg.source}: head={name} does not take KG vectors (heads whose towers do: "
                          f"{', '.join(_heads_with('kg'))}); use kg=none with this head")
-    if cfg.peft.method != "frozen" and not caps.text_tower:
+    if build.peft_method(cfg).trains_encoder and not caps.text_tower:
         raise ValueError(f"peft={cfg.peft.method}: head={name} reads frozen, cached text vectors and cannot train "
                          f"the encoder; use peft=frozen (joint training works with head="
                          f"{', '.join(_heads_with('text_tower'))})")

@@ -1,4 +1,8 @@
-"""Results on disk (always, atomically) and in an experiment tracker (wandb or TensorBoard, through Accelerate)."""
+"""Results on disk (always, atomically) and in an experiment tracker (wandb or TensorBoard, through Accelerate).
+
+`logger=<name>` chooses a tracker class by `_target_` (`conf/logger/<name>.yaml`): `Wandb`, `TensorBoard`,
+`NoTracker`, each its `logger` schema (config.py) plus what Accelerate and the run need from it (`Tracker`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import netrc
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
+
+from recsys_fewshot.config import NoLoggerConfig, TensorBoardLoggerConfig, WandbLoggerConfig
 
 
 def _atomic(path: Path, write) -> Path:
@@ -86,52 +92,79 @@ def wandb_mode(mode: Optional[str]) -> str:
     return os.environ.get("WANDB_MODE") or ("online" if wandb_has_api_key() else "offline")
 
 
-def tracker_setup(name: str, run_dir: Path, mode: Optional[str], group: Optional[str], tags: list[str],
-                  entity: Optional[str], run_name: str, job_type: Optional[str] = None) -> tuple[list[str], dict]:
-    """(Accelerate `log_with`, `init_kwargs`) for logger `name` (wandb | tensorboard | none).
+class Tracker:
+    """An experiment tracker as `logger._target_` names it: what Accelerate needs to start it (`log_with`,
+    `init_kwargs`), how the config is shaped for it (`config`), and what it does with a failure and the final
+    numbers. Each concrete class adds the `logger` schema's fields (project, mode, group, tags, ...)."""
 
-    TensorBoard writes event files under the Accelerator's project dir (the run dir) / `logger.project`.
-    """
-    if name == "none":
-        return [], {}
-    if name == "tensorboard":
-        return ["tensorboard"], {}
-    if name != "wandb":
-        raise ValueError(f"logger.name={name!r}: expected wandb, tensorboard or none")
-    kwargs = {"dir": str(run_dir), "mode": wandb_mode(mode), "name": run_name, "tags": list(dict.fromkeys(tags)),
-              "group": group, "job_type": job_type, "entity": entity, "reinit": "finish_previous",
-              "settings": {"quiet": True}}
-    return ["wandb"], {"wandb": {k: v for k, v in kwargs.items() if v is not None}}
+    name: str
+    project: str
+    log_with: ClassVar[Optional[str]] = None  # Accelerate's tracker (`Accelerator(log_with=...)`); None: no tracker
 
+    def init_kwargs(self, run_dir: Path, run_name: str, group: Optional[str], tags: list[str],
+                    job_type: Optional[str]) -> dict[str, Any]:
+        """Accelerate's `init_trackers(init_kwargs=...)` for a run in `run_dir` (group, tags and job type merged
+        from `logger.*` and the job's place in its sweep)."""
+        return {}
 
-def tracker_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as the tracker takes it: nested for wandb; flat `a.b.c` scalars for TensorBoard's hparams."""
-    if name != "tensorboard":
+    def config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The resolved config as the tracker takes it."""
         return config
-    flat: dict[str, Any] = {}
 
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (bool, int, float, str)):
-            flat[prefix] = node
-        else:  # lists and None: hparams only take scalars
-            flat[prefix] = json.dumps(_jsonable(node))
-    walk("", config)
-    return flat
+    def mark_failed(self, accelerator, error: BaseException) -> None:
+        """Record that the run raised `error` (main process, trackers started)."""
+
+    def set_summary(self, accelerator, values: dict[str, Any]) -> None:
+        """Final numbers into the tracker's run summary (main process, trackers started)."""
 
 
-def mark_failed(accelerator, error: BaseException) -> None:
-    """A job that raised: its wandb run ends with exit code 1 and the error in the summary (main process)."""
-    if not accelerator.is_main_process:
-        return
-    for tracker in accelerator.trackers:
-        if tracker.name == "wandb":
-            tracker.tracker.summary["error"] = f"{type(error).__name__}: {error}"[:1000]
-            tracker.tracker.finish(exit_code=1)  # Accelerate's end_training() after this is a no-op for wandb
-        elif tracker.name == "tensorboard":
-            tracker.tracker.add_text("error", f"{type(error).__name__}: {error}")
+class Wandb(Tracker, WandbLoggerConfig):
+    """Weights & Biases: offline unless an API key is configured (`wandb_mode`); a failed run ends with exit code 1."""
+
+    log_with = "wandb"
+
+    def init_kwargs(self, run_dir, run_name, group, tags, job_type):
+        kwargs = {"dir": str(run_dir), "mode": wandb_mode(self.mode), "name": run_name,
+                  "tags": list(dict.fromkeys(tags)), "group": group, "job_type": job_type, "entity": self.entity,
+                  "reinit": "finish_previous", "settings": {"quiet": True}}
+        return {self.log_with: {k: v for k, v in kwargs.items() if v is not None}}
+
+    def mark_failed(self, accelerator, error: BaseException) -> None:
+        run = accelerator.get_tracker(self.log_with, unwrap=True)
+        run.summary["error"] = f"{type(error).__name__}: {error}"[:1000]
+        run.finish(exit_code=1)  # Accelerate's end_training() after this is a no-op for wandb
+
+    def set_summary(self, accelerator, values: dict[str, Any]) -> None:
+        accelerator.get_tracker(self.log_with, unwrap=True).summary.update(_jsonable(values))
+
+
+class TensorBoard(Tracker, TensorBoardLoggerConfig):
+    """TensorBoard event files under the Accelerator's project dir (the run dir) / `logger.project`; the config
+    as hparams, which take scalars only."""
+
+    log_with = "tensorboard"
+
+    def config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Flat `a.b.c` scalars; lists and None as JSON text."""
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            elif isinstance(node, (bool, int, float, str)):
+                flat[prefix] = node
+            else:  # lists and None: hparams only take scalars
+                flat[prefix] = json.dumps(_jsonable(node))
+        walk("", config)
+        return flat
+
+    def mark_failed(self, accelerator, error: BaseException) -> None:
+        accelerator.get_tracker(self.log_with, unwrap=True).add_text("error", f"{type(error).__name__}: {error}")
+
+
+class NoTracker(Tracker, NoLoggerConfig):
+    """`logger=none`: nothing is tracked (metrics.json and the result files are still written)."""
 
 
 def flatten(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -149,20 +182,22 @@ def set_summary(accelerator, values: dict[str, Any]) -> None:
 
 class RunTracker:
     """The experiment tracker of one run, as the train loop uses it: `log_with` and `init_kwargs` for
-    Accelerate, then `start` (the resolved config), `store` (more config), `finish` (final numbers)."""
+    Accelerate, then `start` (the resolved config), `store` (more config), `finish` (final numbers) or
+    `mark_failed`."""
 
-    def __init__(self, name: str, project: str, log_with: list[str], init_kwargs: dict):
-        self.name, self.project, self.log_with, self.init_kwargs = name, project, log_with, init_kwargs
+    def __init__(self, tracker: Tracker, init_kwargs: dict):
+        self.tracker, self.init_kwargs = tracker, init_kwargs
+        self.log_with = [tracker.log_with] if tracker.log_with else []
 
     def start(self, accelerator, config: dict[str, Any]) -> None:
         if self.log_with:
-            accelerator.init_trackers(self.project, config=tracker_config(self.name, config),
+            accelerator.init_trackers(self.tracker.project, config=self.tracker.config(config),
                                       init_kwargs=self.init_kwargs)
 
     def store(self, accelerator, config: dict[str, Any]) -> None:
         if self.log_with:
             for tracker in accelerator.trackers:
-                tracker.store_init_configuration(tracker_config(self.name, config))
+                tracker.store_init_configuration(self.tracker.config(config))
 
     def log_epoch(self, accelerator):
         """The loop's per-epoch callback (None without a tracker)."""
@@ -170,9 +205,19 @@ class RunTracker:
             return None
         return lambda row, step: accelerator.log(row, step=step)
 
+    def _started(self, accelerator) -> bool:
+        return bool(self.log_with) and accelerator.is_main_process and bool(accelerator.trackers)
+
+    def mark_failed(self, accelerator, error: BaseException) -> None:
+        """A job that raised: the tracker records it (the wandb run ends with exit code 1 and the error in its
+        summary), when it was started."""
+        if self._started(accelerator):
+            self.tracker.mark_failed(accelerator, error)
+
     def finish(self, accelerator, summary: dict[str, Any], best: dict[str, float]) -> None:
         """Test and best-valid metrics logged; test, its standard errors, valid and best valid in the summary."""
         accelerator.log(flatten("test", summary["test"]) | flatten("best_valid", best))
-        set_summary(accelerator, {**flatten("test", summary["test"]), **flatten("test_se", summary["test_se"]),
-                                  **flatten("valid", summary["valid"]), **flatten("best_valid", best),
-                                  "best_epoch": summary["best_epoch"]})
+        if self._started(accelerator):
+            self.tracker.set_summary(accelerator, {
+                **flatten("test", summary["test"]), **flatten("test_se", summary["test_se"]),
+                **flatten("valid", summary["valid"]), **flatten("best_valid", best), "best_epoch": summary["best_epoch"]})

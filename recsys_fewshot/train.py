@@ -39,7 +39,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     """The whole job; everything it writes goes under `run_dir`."""
     from accelerate.utils import set_seed
 
-    from recsys_fewshot import build, results, runtime, settings, sweeps, tracking
+    from recsys_fewshot import build, results, runtime, settings, sweeps
     from recsys_fewshot.engine import fit
 
     timer = Timer()
@@ -93,7 +93,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         tracker.finish(accelerator, summary, fitted.best)
         return value
     except BaseException as exc:
-        tracking.mark_failed(accelerator, exc)  # the wandb run ends as failed; the sweep goes on
+        tracker.mark_failed(accelerator, exc)  # the wandb run ends as failed; the sweep goes on
         raise
     finally:
         accelerator.end_training()

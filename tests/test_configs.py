@@ -135,7 +135,7 @@ def test_every_option_composes_and_builds_on_tiny_data(group, option, tiny_world
     run = build.build_run(cfg, accelerator)
     training = build.build_training(cfg, run, accelerator)
     assert run.model is not None and training.optimizer.param_groups
-    if cfg.encoder.name_or_path is not None and cfg.peft.method == "frozen":
+    if cfg.encoder.name_or_path is not None and not build.peft_method(cfg).trains_encoder:
         assert run.features is not None and len(run.features) == run.data.n_items
 
 
@@ -231,7 +231,8 @@ def test_a_model_preset_runs_on_another_split_in_one_command(tiny_world):
                 assert not any(k.split("/")[-1] in ("dataset", "split") for k in entry), (option, entry)
     cfg = compose("model=warm_ease", "dataset=csv", f"dataset.dir={tiny_world['csv']}", "split=given",
                   "task=ranking")
-    assert cfg.head.reg == 400.0 and cfg.split._target_.endswith("given") and cfg.dataset.kind == "csv"
+    assert cfg.head.reg == 400.0 and cfg.split._target_.endswith("given")
+    assert cfg.dataset.reader._target_ == "recsys_fewshot.data.sources.Csv"
 
 
 class ConstantHead(__import__("torch").nn.Module):

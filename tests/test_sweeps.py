@@ -68,21 +68,89 @@ def test_job_context_gives_group_job_type_tags_and_name():
     single = sweeps.JobContext(multirun=False)
     assert single.group is None and single.job_type == "train" and single.run_name("run") == "run"
 
-    log_with, kwargs = tracking.tracker_setup("wandb", Path("/r"), "offline", ctx.group, [*ctx.tags, "mine"],
-                                              None, ctx.run_name("3"), job_type=ctx.job_type)
-    assert log_with == ["wandb"]
+    wandb = tracking.Wandb(mode="offline")
+    kwargs = wandb.init_kwargs(Path("/r"), ctx.run_name("3"), ctx.group, [*ctx.tags, "mine"], ctx.job_type)
+    assert wandb.log_with == "wandb" and list(kwargs) == ["wandb"]
     assert kwargs["wandb"]["group"] == ctx.group and kwargs["wandb"]["job_type"] == "sweep"
-    assert kwargs["wandb"]["tags"][-1] == "mine"
-    assert tracking.tracker_setup("tensorboard", Path("/r"), None, None, [], None, "r") == (["tensorboard"], {})
-    with pytest.raises(ValueError, match="wandb, tensorboard or none"):
-        tracking.tracker_setup("mlflow", Path("/r"), None, None, [], None, "r")
+    assert kwargs["wandb"]["tags"][-1] == "mine" and kwargs["wandb"]["mode"] == "offline"
+    assert tracking.TensorBoard().init_kwargs(Path("/r"), "r", None, [], None) == {}
+    assert tracking.TensorBoard.log_with == "tensorboard" and tracking.NoTracker.log_with is None
+    with pytest.raises(ValueError, match="logger.mode='onlin': expected online, offline or disabled"):
+        tracking.Wandb(mode="onlin").init_kwargs(Path("/r"), "r", None, [], None)
+
+
+def test_logger_target_chooses_the_tracker_and_build_merges_the_jobs_place(tmp_path, monkeypatch):
+    from inprocess import compose
+
+    from recsys_fewshot import build
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ctx = sweeps.JobContext(multirun=True, sweep_dir="/x/multirun/s1", job_num=2, overrides=["seed=1"],
+                            choices={"dataset": "ml100k"})
+    run = build.tracker(compose("logger=wandb", "logger.tags=[mine]"), tmp_path / "run", ctx)
+    assert isinstance(run.tracker, tracking.Wandb) and run.log_with == ["wandb"]
+    init = run.init_kwargs["wandb"]
+    assert init["mode"] == "offline"  # no API key: offline by default
+    assert (init["group"], init["job_type"], init["tags"], init["name"]) == ("s1", "sweep", ["dataset=ml100k", "mine"],
+                                                                               "2: seed=1")
+    assert build.tracker(compose("logger=wandb", "logger.group=g", "logger.job_type=j"), tmp_path, ctx
+                         ).init_kwargs["wandb"]["group"] == "g"
+    none = build.tracker(compose("logger=none"), tmp_path, ctx)
+    assert isinstance(none.tracker, tracking.NoTracker) and none.log_with == [] and none.init_kwargs == {}
+    board = build.tracker(compose("logger=tensorboard"), tmp_path, ctx)
+    assert board.log_with == ["tensorboard"] and board.tracker.project == "tensorboard"
+    with pytest.raises(ValueError, match=r"logger\.name='none': logger\._target_=recsys_fewshot\.tracking\.Wandb "
+                                         r"is logger=wandb; .*choose another with logger=none"):
+        build.tracker(compose("logger=wandb", "logger.name=none"), tmp_path, ctx)
 
 
 def test_tensorboard_config_is_flat_scalars():
-    flat = tracking.tracker_config("tensorboard", {"a": {"b": 1, "c": [1, 2], "d": None}, "e": "x"})
+    flat = tracking.TensorBoard().config({"a": {"b": 1, "c": [1, 2], "d": None}, "e": "x"})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "a.d": "null", "e": "x"}
     nested = {"a": {"b": 1}}
-    assert tracking.tracker_config("wandb", nested) is nested
+    assert tracking.Wandb().config(nested) is nested
+
+
+def test_failure_and_summary_reach_only_a_started_tracker():
+    """`RunTracker` hands a failure and the final numbers to its tracker class, through Accelerate's
+    `get_tracker`; before the trackers start (a refused setting) there is nothing to mark."""
+    class FakeRun:
+        def __init__(self):
+            self.summary, self.exit_code = {}, None
+
+        def finish(self, exit_code=0):
+            self.exit_code = exit_code
+
+    class FakeAccelerator:
+        is_main_process = True
+
+        def __init__(self, started):
+            self.run = FakeRun()
+            self.trackers = [object()] if started else []
+            self.logged = []
+
+        def get_tracker(self, name, unwrap=False):
+            assert name == "wandb" and unwrap
+            return self.run
+
+        def log(self, row, step=None):
+            self.logged.append(row)
+
+    run = tracking.RunTracker(tracking.Wandb(), {})
+    idle = FakeAccelerator(started=False)
+    run.mark_failed(idle, RuntimeError("early"))
+    assert idle.run.summary == {} and idle.run.exit_code is None
+    acc = FakeAccelerator(started=True)
+    run.mark_failed(acc, RuntimeError("boom"))
+    assert acc.run.summary == {"error": "RuntimeError: boom"} and acc.run.exit_code == 1
+    summary = {"test": {"rmse": 0.9}, "test_se": {"rmse": 0.01}, "valid": {"rmse": 0.95}, "best_epoch": 2}
+    run.finish(acc, summary, {"rmse": 0.94})
+    assert acc.run.summary["test/rmse"] == 0.9 and acc.run.summary["best_valid/rmse"] == 0.94
+    assert acc.logged == [{"test/rmse": 0.9, "best_valid/rmse": 0.94}]
+    tracking.RunTracker(tracking.NoTracker(), {}).mark_failed(acc, RuntimeError("x"))  # no tracker: nothing
 
 
 def test_failure_is_recorded_and_reraised(tmp_path):

@@ -1,11 +1,15 @@
 """Readers: one per raw format, each returning a validated `RecData` (raw ids kept as strings).
 
-* ``ml100k``: the MovieLens 100K release (``u.data``, ``u.item``, ``u.genre``, ``u.user`` and the
-  ``u1``..``u5``/``ua``/``ub`` base/test pairs as folds).
-* ``csv``: the plain CSV format of DESIGN.md (``interactions.csv`` or ``train/valid/test.csv``,
+A reader is a class named by `dataset.reader._target_` (`conf/dataset/<name>.yaml`), its options the node's
+other keys; it declares what the build path needs to know (`Reader`: cached or not, how to fetch missing files).
+
+* `MovieLens100K` (``dataset=ml100k``): the MovieLens 100K release (``u.data``, ``u.item``, ``u.genre``,
+  ``u.user`` and the ``u1``..``u5``/``ua``/``ub`` base/test pairs as folds); downloaded if missing.
+* `Csv` (``dataset=csv``): the plain CSV format of DESIGN.md (``interactions.csv`` or ``train/valid/test.csv``,
   optional ``items.csv`` / ``users.csv``; CTR rows may carry ``label`` and ``history``).
-* ``amazon_unisrec``: RecBole/UniSRec atomic files (``{name}.text``, ``.item2index``,
-  ``.user2index``, ``.train/.valid/.test.inter``), rebuilt into full chronological sequences.
+* `AmazonUniSRec` (``dataset=amazon_unisrec``): RecBole/UniSRec atomic files (``{name}.text``,
+  ``.item2index``, ``.user2index``, ``.train/.valid/.test.inter``), rebuilt into full chronological sequences.
+* `data.tallrec.TallrecJson` (``dataset=tallrec_json``): TALLRec's prompt files.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
 
+from recsys_fewshot.config import AmazonUniSRecReaderConfig, CsvReaderConfig, MovieLens100KReaderConfig
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
 
 READER_VERSION = "2"  # bump when a reader's output or what it accepts changes (it keys the processed-table cache)
-KINDS = ("ml100k", "csv", "amazon_unisrec", "tallrec_json")
-UNCACHED_KINDS = ("tallrec_json",)  # its files may lie outside dataset.dir; parsing them takes well under a second
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_MD5 = "6e47046882bad158b0efbb84cd5cb987"  # of u.data, from the release's provenance notes
@@ -518,16 +523,46 @@ def read_amazon_unisrec(folder: Path, name: str = "Scientific") -> RecData:
     return RecData(name, interactions, items, users, {"given": np.concatenate(fold_col)}, implicit=True).validate()
 
 
-def load_source(kind: str, folder: Path, **options) -> RecData:
-    """Read ``folder`` with the reader for ``kind`` (one of KINDS)."""
-    if kind == "ml100k":
-        return read_ml100k(folder, **options)
-    if kind == "csv":
-        return read_csv_dir(folder, **options)
-    if kind == "amazon_unisrec":
-        return read_amazon_unisrec(folder, **options)
-    if kind == "tallrec_json":
-        from recsys_fewshot.data.tallrec import read_tallrec_json
+# ---------------------------------------------------------------- the readers `dataset.reader._target_` names
+@dataclass(frozen=True)
+class Download:
+    """How a reader installs its files when they are missing: into `folder` under the data root."""
 
-        return read_tallrec_json(folder, **options)
-    raise ValueError(f"unknown data source kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    folder: str  # the folder it installs, under the data root (only that dataset.dir is fetched)
+    install: Callable[[Path], Path]  # data root -> the installed folder (raises DataError saying what to do)
+
+
+class Reader:
+    """What every reader declares and does; each concrete class adds its schema's fields (its options)."""
+
+    cached: ClassVar[bool] = True  # its tables are memoised in the processed-table cache (data/store.py)
+    download: ClassVar[Optional[Download]] = None  # how missing files are fetched; None: they are not
+
+    def read(self, folder: Path) -> RecData:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        """The reader's options (its fields but `_target_`), as they key the processed-table cache."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_target_"}
+
+    @classmethod
+    def identity(cls) -> str:
+        """The reader class's import path (it keys the processed-table cache, with `options`)."""
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class MovieLens100K(Reader, MovieLens100KReaderConfig):
+    download = Download("ml-100k", lambda root: ensure_ml100k(root))
+
+    def read(self, folder: Path) -> RecData:
+        return read_ml100k(folder)
+
+
+class Csv(Reader, CsvReaderConfig):
+    def read(self, folder: Path) -> RecData:
+        return read_csv_dir(folder)
+
+
+class AmazonUniSRec(Reader, AmazonUniSRecReaderConfig):
+    def read(self, folder: Path) -> RecData:
+        return read_amazon_unisrec(folder, self.name)

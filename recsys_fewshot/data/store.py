@@ -1,10 +1,10 @@
 """Processed `RecData` tables cached as Hugging Face ``datasets`` (Arrow files, memory-mapped on load).
 
-A cache entry lives in ``<cache_dir>/recdata/<kind>-<key>/`` with ``tables/`` (a DatasetDict of
+A cache entry lives in ``<cache_dir>/recdata/<reader>-<key>/`` with ``tables/`` (a DatasetDict of
 interactions, items, users; folds are int8 columns ``fold:<name>`` of interactions, a CTR history
-is two list columns) and ``meta.json``. The key covers the reader version, the kind, the options, the
-folder's path and every input file's name, size, mtime, ctime and inode, so editing any raw file gives a
-new entry.
+is two list columns) and ``meta.json``. The key covers the reader version, the reader (its class and
+options: `sources.Reader`), the folder's path and every input file's name, size, mtime, ctime and inode, so
+editing any raw file gives a new entry. A reader that declares `cached = False` is read every time.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from recsys_fewshot.data import sources
 from recsys_fewshot.data.recdata import DataError, RecData
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = "1"  # bump when the on-disk layout below changes
+CACHE_FORMAT = "2"  # bump when the on-disk layout below or what keys an entry changes (2: the reader's class)
 _FOLD = "fold:"
 _HIST_ITEM, _HIST_RATING = "history:item", "history:rating"
 
@@ -34,10 +34,10 @@ _HIST_ITEM, _HIST_RATING = "history:item", "history:rating"
 CACHE_SUBFOLDERS = ("recdata", "embeddings")  # what the caches write under cache_dir
 
 
-def cache_key(kind: str, folder: Path, options: dict[str, Any], skip: Path | None = None) -> str:
-    """Hash of reader version, kind, options, the folder's resolved path and each input file's (relative
-    name, size, mtime_ns, ctime_ns, inode): an edit that keeps size and mtime (``touch -r``, a pinned
-    archive date) still changes the ctime, and two copies of a folder never share an entry. `skip` (a
+def cache_key(reader: sources.Reader, folder: Path, skip: Path | None = None) -> str:
+    """Hash of reader version, the reader's class and options, the folder's resolved path and each input
+    file's (relative name, size, mtime_ns, ctime_ns, inode): an edit that keeps size and mtime (``touch -r``, a
+    pinned archive date) still changes the ctime, and two copies of a folder never share an entry. `skip` (a
     cache_dir): its cache subfolders are not inputs, should the data folder hold them."""
     folder = Path(folder)
     skipped = [Path(skip).resolve() / name for name in CACHE_SUBFOLDERS] if skip is not None else []
@@ -49,23 +49,25 @@ def cache_key(kind: str, folder: Path, options: dict[str, Any], skip: Path | Non
         stat = path.stat()
         files.append([path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
                       stat.st_ino])
-    blob = json.dumps({"reader": sources.READER_VERSION, "format": CACHE_FORMAT, "kind": kind,
-                       "folder": str(folder.resolve()), "options": options, "files": files},
+    blob = json.dumps({"reader": sources.READER_VERSION, "format": CACHE_FORMAT, "class": reader.identity(),
+                       "folder": str(folder.resolve()), "options": reader.options(), "files": files},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def load_cached(kind: str, folder: Path, cache_dir: Path | None, **options: Any) -> RecData:
-    """`sources.load_source`, memoised on disk under ``cache_dir`` (None: no caching)."""
+def load_cached(reader: sources.Reader, folder: Path, cache_dir: Path | None) -> RecData:
+    """`reader.read(folder)`, memoised on disk under ``cache_dir`` (None, or a reader that is not `cached`:
+    read every time)."""
     folder = Path(folder)
-    if cache_dir is None or not folder.is_dir() or kind in sources.UNCACHED_KINDS:
-        return sources.load_source(kind, folder, **options)
+    if cache_dir is None or not folder.is_dir() or not reader.cached:
+        return reader.read(folder)
     root = Path(cache_dir) / "recdata"
-    target = root / f"{kind}-{cache_key(kind, folder, options, skip=Path(cache_dir).resolve())}"
+    prefix = type(reader).__name__.lower()
+    target = root / f"{prefix}-{cache_key(reader, folder, skip=Path(cache_dir).resolve())}"
     if target.is_dir():
         return _load(target)
-    data = sources.load_source(kind, folder, **options)
-    _sweep_stale_partials(root, kind)
+    data = reader.read(folder)
+    _sweep_stale_partials(root, prefix)
     try:
         _save(data, target)
     except OSError as err:  # a read-only or full cache: the tables are read, only not memoised
@@ -73,13 +75,13 @@ def load_cached(kind: str, folder: Path, cache_dir: Path | None, **options: Any)
     return data
 
 
-def _sweep_stale_partials(root: Path, kind: str, age_seconds: float = 3600.0) -> None:
+def _sweep_stale_partials(root: Path, prefix: str, age_seconds: float = 3600.0) -> None:
     """Remove temp folders of writers killed before their rename (older than `age_seconds`: not a live one)."""
     import time
 
     if not root.is_dir():
         return
-    for partial in root.glob(f".{kind}-*"):
+    for partial in root.glob(f".{prefix}-*"):
         try:
             if partial.is_dir() and time.time() - partial.stat().st_mtime > age_seconds:
                 shutil.rmtree(partial, ignore_errors=True)

@@ -36,8 +36,10 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from recsys_fewshot.config import TallrecJsonReaderConfig
 from recsys_fewshot.data.protocols import Split
 from recsys_fewshot.data.recdata import TEST, TRAIN, VALID, DataError, RecData, UserHistory
+from recsys_fewshot.data.sources import Reader
 
 VALID_MODES = ("full", "holdout", "none")
 AUGMENT_MODES = ("none", "loo", "prefix")
@@ -425,3 +427,13 @@ def read_tallrec_json(folder: Path, train_file: Optional[str] = "train.json", va
     users = pd.DataFrame({"user": np.arange(n, dtype=np.int64), "user_id": pd.Series(user_ids, dtype=str)})
     return RecData(f"tallrec-json:{folder.name}", inter, items, users,
                    {"given": np.asarray(codes, np.int8)}).validate()
+
+
+class TallrecJson(Reader, TallrecJsonReaderConfig):
+    """`dataset=tallrec_json`: `read_tallrec_json` of `train_file`, `valid_file`, `test_file`. Not cached: the
+    files may lie outside dataset.dir, and parsing them takes well under a second."""
+
+    cached = False
+
+    def read(self, folder: Path) -> RecData:
+        return read_tallrec_json(folder, self.train_file, self.valid_file, self.test_file)

@@ -61,14 +61,15 @@ class TextTower(nn.Module):
     `flat`/`lengths`: the item texts' token ids (:func:`tokenize`), item ``i`` being the ``i``-th text.
     `skip_tokens`: leading positions of the output that are not text (prompt tuning's virtual tokens).
     `autocast`: ``bf16``/``fp16`` for the no-grad catalogue pass (training runs under Accelerate's autocast).
-    `method`: the ``peft.method`` that made `encoder` trainable (what :meth:`save` writes).
+    `peft`: the method (`peft_wrap.PeftMethod`) that made `encoder` trainable (what :meth:`save` writes);
+    `method` is its name.
     """
 
     def __init__(self, encoder: nn.Module, flat: np.ndarray, lengths: np.ndarray, dim: int, pad_id: int = 0,
                  pooling: str = "mean", normalize: bool = True, skip_tokens: int = 0, batch_size: int = 128,
-                 autocast: Optional[str] = None, method: str = "lora"):
+                 autocast: Optional[str] = None, peft: Optional[peft_wrap.PeftMethod] = None):
         super().__init__()
-        self.encoder, self.method = encoder, peft_wrap.check_method(method)
+        self.encoder, self.peft = encoder, peft if peft is not None else peft_wrap.Lora()
         self.dim, self.pad_id, self.pooling, self.normalize = dim, int(pad_id), pooling, normalize
         self.skip_tokens, self.batch_size, self.autocast = int(skip_tokens), int(batch_size), autocast
         self.n_items = len(lengths)
@@ -80,6 +81,11 @@ class TextTower(nn.Module):
         self.register_load_state_dict_post_hook(TextTower._weights_changed)  # e.g. the best epoch restored
         self.forward_calls = 0  # encoder forward passes so far (tests and logs)
         self.encoded_texts = 0
+
+    @property
+    def method(self) -> str:
+        """The name of the PEFT method (`peft.method`)."""
+        return self.peft.name
 
     @staticmethod
     def _weights_changed(module: "TextTower", incompatible_keys) -> None:
@@ -138,7 +144,7 @@ class TextTower(nn.Module):
 
     def save(self, folder: Path) -> Path:
         """What the method trained (adapter, biases or whole model), loadable by ``build_tower(adapter=...)``."""
-        return peft_wrap.save(self.encoder, self.method, folder)
+        return self.peft.save(self.encoder, folder)
 
 
 def prepended_positions(module: nn.Module) -> int:
@@ -171,30 +177,28 @@ def check_positions(model_path: Path, max_length: int, virtual: int, method: str
                      f"front of every text; {fix}")
 
 
-def build_tower(spec, texts: list[str], *, method: str, knobs: Optional[dict] = None, total_steps: int = 1,
+def build_tower(spec, texts: list[str], *, method: peft_wrap.PeftMethod, total_steps: int = 1,
                 device: Optional[str] = None, autocast: Optional[str] = None,
                 adapter: Optional[Path] = None) -> TextTower:
     """A text tower over `texts` (item i = texts[i]) from the encoder `spec` (`encoders.spec.EncoderSpec`):
-    the encoder loaded, wrapped by `method` (or, with `adapter`, the weights a run saved applied, for
-    evaluation), the texts tokenized once."""
+    the encoder loaded, wrapped by `method` (a `peft_wrap.PeftMethod`; or, with `adapter`, the weights a run
+    saved applied, for evaluation: the method its `method.json` names), the texts tokenized once."""
     from recsys_fewshot.encoders.text_encoder import TextEncoder
 
-    peft_wrap.check_method(method)
-    if method == "frozen" and adapter is None:
-        raise ValueError("peft=frozen has no trainable text tower: its vectors come from the embedding cache")
+    if not method.trains_encoder and adapter is None:
+        raise ValueError(f"peft={method.name} has no trainable text tower: its vectors come from the embedding cache")
     encoder = TextEncoder(**spec.kwargs(), device=device)
     pooling, max_length, normalize, batch_size = spec.pooling, spec.max_length, spec.normalize, spec.batch_size
-    virtual = (knobs or {}).get("num_virtual_tokens")
-    if adapter is None and method in ("prefix", "prompt") and isinstance(virtual, int):
-        check_positions(encoder.path, int(max_length), virtual, method)  # before loading the model
+    if adapter is None and method.prepended_positions():  # prompt and prefix tuning: before loading the model
+        check_positions(encoder.path, int(max_length), method.prepended_positions(), method.name)
     model, tokenizer = encoder.load()
     if adapter is not None:
         module, method = peft_wrap.load(model, Path(adapter))
-        check_positions(encoder.path, int(max_length), prepended_positions(module), method,
+        check_positions(encoder.path, int(max_length), prepended_positions(module), method.name,
                         f" (of the trained encoder in {adapter})")
     else:
-        module = peft_wrap.wrap(model, method, knobs, total_steps, tokenizer_path=str(encoder.path))
-        check_positions(encoder.path, int(max_length), prepended_positions(module), method)
+        module = method.wrap(model, peft_wrap.ModelKind.TEXT_ENCODER, total_steps, tokenizer_path=str(encoder.path))
+        check_positions(encoder.path, int(max_length), prepended_positions(module), method.name)
     flat, lengths = tokenize(tokenizer, texts, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return TextTower(module, flat, lengths, encoder.dim, pad_id, pooling, normalize,

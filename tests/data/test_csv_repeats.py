@@ -49,7 +49,7 @@ def test_repeat_is_refused_through_the_cache_too(tmp_path):
                                       "test.csv": "user_id,item_id,rating\na,x,4\n"})
     for _ in range(2):  # nothing was cached by the first failure
         with pytest.raises(DataError, match=r"test\.csv line 2: .* already listed at .*train\.csv line 2"):
-            store.load_cached("csv", folder, tmp_path / "cache")
+            store.load_cached(sources.Csv(), folder, tmp_path / "cache")
 
 
 def test_explicit_without_repeats_is_accepted(tmp_path):

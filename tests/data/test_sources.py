@@ -144,6 +144,25 @@ def test_ensure_ml100k_checks_md5_then_installs(tmp_path, monkeypatch):
     assert sources.read_ml100k(target).n_items == 40
 
 
+def test_the_build_path_fetches_what_the_reader_declares_and_nothing_else(tmp_path, monkeypatch):
+    from inprocess import compose
+
+    from recsys_fewshot import build
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("RECSYS_FEWSHOT_OFFLINE", raising=False)
+    payload = _zip_of(write_ml100k(tmp_path / "src"))
+    monkeypatch.setattr(sources, "download", lambda url, timeout=60.0: payload)
+    monkeypatch.setattr(sources, "ML100K_MD5", hashlib.md5((tmp_path / "src" / "u.data").read_bytes()).hexdigest())
+    root = tmp_path / "root"
+    data = build.load_data(compose("dataset=ml100k", f"dataset.root={root}", f"cache_dir={tmp_path / 'cache'}"))
+    assert data.n_items == 40 and (root / "ml-100k" / "u.data").is_file()
+    with pytest.raises(DataError, match=r"dataset\.dir: folder .*elsewhere does not exist"):  # only ml-100k/ is fetched
+        build.load_data(compose("dataset=ml100k", f"dataset.root={root}", "dataset.dir=elsewhere"))
+    with pytest.raises(DataError, match=r"dataset\.dir: folder .*ml-100k does not exist"):  # csv fetches nothing
+        build.load_data(compose("dataset=csv", f"dataset.root={tmp_path / 'empty'}", "dataset.dir=ml-100k"))
+
+
 # ---------------------------------------------------------------- plain CSV
 def test_csv_presplit_remaps_string_ids(tmp_path):
     folder = write_csv_dataset(tmp_path / "csv")
@@ -249,21 +268,53 @@ def test_unisrec_fake_and_inconsistent_rows(tmp_path):
         sources.read_amazon_unisrec(folder)
 
 
-def test_load_source_dispatch(tmp_path):
+def test_each_dataset_option_names_its_reader_and_the_reader_declares_what_the_build_path_needs(tmp_path):
+    """dataset.reader._target_ chooses the reader, its other keys are the reader's options; caching and the
+    download of missing files are declarations of the reader, not tests on a name."""
+    from inprocess import compose
+
+    from recsys_fewshot import build
+    from recsys_fewshot.data.tallrec import TallrecJson
+
+    built = {o: build.reader(compose(f"dataset={o}", "dataset.dir=x"))
+             for o in ("ml100k", "csv", "amazon_unisrec", "tallrec_json")}
+    assert [type(r) for r in built.values()] == [sources.MovieLens100K, sources.Csv, sources.AmazonUniSRec, TallrecJson]
+    assert built["amazon_unisrec"].options() == {"name": "Scientific"}
+    assert built["tallrec_json"].options() == {"train_file": "train.json", "valid_file": None, "test_file": None}
+    assert build.reader(compose("dataset=tallrec_json", "dataset.dir=x", "dataset.valid_file=v.json")).valid_file == "v.json"
+    assert [r.cached for r in built.values()] == [True, True, True, False]
+    assert built["ml100k"].download.folder == "ml-100k"
+    assert [r.download for r in list(built.values())[1:]] == [None, None, None]
     folder = write_csv_dataset(tmp_path / "csv", presplit=False)
-    assert len(sources.load_source("csv", folder).interactions) == 900
-    with pytest.raises(ValueError, match="valid kinds: ml100k, csv, amazon_unisrec"):
-        sources.load_source("parquet", folder)
+    assert len(sources.Csv().read(folder).interactions) == 900
+    with pytest.raises(ValueError, match=r"dataset\.reader\._target_='recsys_fewshot\.data\.sources\.Parquet'"):
+        build.reader(compose("dataset=csv", "dataset.dir=x", "dataset.reader._target_=recsys_fewshot.data.sources.Parquet"))
+
+
+def test_old_dataset_spellings_fail_naming_the_new_ones():
+    from hydra.errors import ConfigCompositionException
+    from inprocess import compose
+
+    from recsys_fewshot.registry import failure_hints
+
+    for bad, hint in ((["dataset.kind=csv"], "dataset.kind=csv is now spelled dataset=csv"),
+                      (["dataset=amazon_unisrec", "dataset.options.name=Office"],
+                       "dataset.options.name=Office is now spelled dataset.reader.name=Office")):
+        with pytest.raises(ConfigCompositionException):
+            compose(*bad)
+        assert hint in failure_hints(bad)
+    assert compose("dataset=amazon_unisrec", "dataset.reader.name=Office").dataset.reader.name == "Office"
 
 
 # ---------------------------------------------------------------- Arrow cache
 @pytest.mark.parametrize("kind", ["ml100k", "csv", "amazon_unisrec"])
 def test_cache_round_trips_exactly(tmp_path, kind):
     writer = {"ml100k": write_ml100k, "csv": write_csv_dataset, "amazon_unisrec": write_amazon_unisrec}[kind]
+    reader = {"ml100k": sources.MovieLens100K, "csv": sources.Csv, "amazon_unisrec": sources.AmazonUniSRec}[kind]()
     folder = writer(tmp_path / "raw")
-    first = store.load_cached(kind, folder, tmp_path / "cache")
-    second = store.load_cached(kind, folder, tmp_path / "cache")
-    assert_same(sources.load_source(kind, folder), first)
+    first = store.load_cached(reader, folder, tmp_path / "cache")
+    second = store.load_cached(reader, folder, tmp_path / "cache")
+    assert_same(reader.read(folder), first)
     assert_same(first, second)
     assert len(list((tmp_path / "cache" / "recdata").iterdir())) == 1
 
@@ -272,8 +323,8 @@ def test_cache_round_trips_history(tmp_path):
     folder = tmp_path / "ctr"
     folder.mkdir()
     (folder / "interactions.csv").write_text("user_id,item_id,rating,label,history\nA,b1,4,1,b2:4 b3:2.5\nB,b2,2,0,\n")
-    store.load_cached("csv", folder, tmp_path / "cache")
-    cached = store.load_cached("csv", folder, tmp_path / "cache")
+    store.load_cached(sources.Csv(), folder, tmp_path / "cache")
+    cached = store.load_cached(sources.Csv(), folder, tmp_path / "cache")
     assert_same(sources.read_csv_dir(folder), cached)
     assert cached.interactions["history"].tolist() == [[(1, 4.0), (2, 2.5)], []]
 
@@ -281,24 +332,38 @@ def test_cache_round_trips_history(tmp_path):
 def test_cache_skips_parser_and_tracks_file_changes(tmp_path, monkeypatch):
     folder = write_ml100k(tmp_path / "ml")
     cache = tmp_path / "cache"
-    fresh = store.load_cached("ml100k", folder, cache)
+    ml = sources.MovieLens100K()
+    fresh = store.load_cached(ml, folder, cache)
     real_reader = sources.read_ml100k
     monkeypatch.setattr(sources, "read_ml100k", lambda *a, **k: pytest.fail("parser called on a cache hit"))
-    assert_same(fresh, store.load_cached("ml100k", folder, cache))
+    assert_same(fresh, store.load_cached(ml, folder, cache))
 
     stat = (folder / "u.user").stat()
     os.utime(folder / "u.user", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     with pytest.raises(pytest.fail.Exception, match="parser called"):
-        store.load_cached("ml100k", folder, cache)
+        store.load_cached(ml, folder, cache)
     monkeypatch.setattr(sources, "read_ml100k", real_reader)
-    store.load_cached("ml100k", folder, cache)
+    store.load_cached(ml, folder, cache)
     assert len(list((cache / "recdata").iterdir())) == 2
-    assert store.cache_key("ml100k", folder, {}) != store.cache_key("ml100k", folder, {"x": 1})
+
+
+def test_cache_key_holds_the_readers_class_and_options(tmp_path):
+    folder = write_amazon_unisrec(tmp_path / "am")
+    office = sources.AmazonUniSRec(name="Office")
+    assert store.cache_key(sources.AmazonUniSRec(), folder) != store.cache_key(office, folder)
+    assert store.cache_key(sources.AmazonUniSRec(), folder) == store.cache_key(sources.AmazonUniSRec(), folder)
+
+    class MyCsv(sources.Csv):  # another reader of the same files: another entry
+        pass
+
+    csv = write_csv_dataset(tmp_path / "csv")
+    assert store.cache_key(sources.Csv(), csv) != store.cache_key(MyCsv(), csv)
+    assert sources.Csv.identity() == "recsys_fewshot.data.sources.Csv"
 
 
 def test_cache_none_writes_nothing_and_a_racing_writer_wins(tmp_path):
     folder = write_amazon_unisrec(tmp_path / "am")
-    assert_same(store.load_cached("amazon_unisrec", folder, None), sources.read_amazon_unisrec(folder))
+    assert_same(store.load_cached(sources.AmazonUniSRec(), folder, None), sources.read_amazon_unisrec(folder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["am"]
 
     data = sources.read_amazon_unisrec(folder)
@@ -315,10 +380,10 @@ def test_cache_keeps_data_folders_apart_and_sees_edits_that_keep_size_and_mtime(
     shared = tmp_path / "shared"
     movies = write_csv_dataset(shared / "movies")
     books = write_csv_dataset(shared / "books", n_users=30, n_items=25, seed=5)
-    assert store.load_cached("csv", movies, shared).n_users == 60
-    assert store.load_cached("csv", books, shared).n_users == 30  # not the movies' cached tables
+    assert store.load_cached(sources.Csv(), movies, shared).n_users == 60
+    assert store.load_cached(sources.Csv(), books, shared).n_users == 30  # not the movies' cached tables
     # a same-size edit with the old mtime put back (touch -r, a pinned archive date): a new entry
-    first = store.load_cached("csv", movies, tmp_path / "cache")
+    first = store.load_cached(sources.Csv(), movies, tmp_path / "cache")
     train = movies / "train.csv"
     text, stat = train.read_text(), train.stat()
     lines = text.splitlines(keepends=True)
@@ -330,12 +395,12 @@ def test_cache_keeps_data_folders_apart_and_sees_edits_that_keep_size_and_mtime(
     train.write_text("".join(lines))
     assert train.stat().st_size == stat.st_size
     os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    again = store.load_cached("csv", movies, tmp_path / "cache")
+    again = store.load_cached(sources.Csv(), movies, tmp_path / "cache")
     assert not again.interactions["rating"].equals(first.interactions["rating"])
     # a cache that cannot be written: the tables are still read
     blocked = tmp_path / "file-not-folder"
     blocked.write_text("x")
-    assert store.load_cached("csv", books, blocked / "cache").n_users == 30
+    assert store.load_cached(sources.Csv(), books, blocked / "cache").n_users == 30
 
 
 def test_stale_partial_cache_folders_of_killed_writers_are_swept(tmp_path):
@@ -345,7 +410,7 @@ def test_stale_partial_cache_folders_of_killed_writers_are_swept(tmp_path):
     for partial in (old, young):
         partial.mkdir(parents=True)
     os.utime(old, (0, 0))
-    store.load_cached("csv", folder, tmp_path / "cache")
+    store.load_cached(sources.Csv(), folder, tmp_path / "cache")
     assert not old.exists() and young.exists()  # a live writer's folder is left alone
 
 

@@ -84,11 +84,138 @@ def test_bf16_autocast_reaches_the_encoder_on_cpu(small_ml100k, tiny_bert, tmp_p
 
 
 def test_knobs_belong_to_their_method():
+    from recsys_fewshot import build
+    from recsys_fewshot.encoders import peft_wrap
+
     with pytest.raises(Exception, match="peft.r|Key 'r'"):
         compose("peft=frozen", "peft.r=4")
     assert compose("peft=lora", "peft.r=4").peft.r == 4
-    for method in ("adalora", "ia3", "prefix", "prompt", "bitfit", "full"):
-        assert compose(f"peft={method}").peft.method == method
+    assert build.peft_method(compose("peft=lora", "peft.r=4")).r == 4
+    for method in ("frozen", "lora", "adalora", "ia3", "prefix", "prompt", "bitfit", "full"):
+        built = build.peft_method(compose(f"peft={method}"))  # peft._target_ names the class; peft.method its name
+        assert compose(f"peft={method}").peft.method == method == built.name
+        assert type(built) is peft_wrap.METHODS[method] and built.trains_encoder == (method != "frozen")
+
+
+def test_peft_method_only_records_the_name_target_chooses():
+    from recsys_fewshot import build, settings
+
+    cfg = compose("peft=lora", "peft.method=frozen")
+    for check in (lambda: build.peft_method(cfg), lambda: settings.check_settings(cfg)):
+        with pytest.raises(ValueError, match=r"peft\.method='frozen': peft\._target_=.*Lora is peft=lora; .*"
+                                             r"choose another with peft=frozen"):
+            check()
+
+
+def test_top_layers_is_a_knob_of_the_methods_peft_can_restrict_to_some_layers():
+    """LoRA and AdaLoRA take peft.top_layers (peft's layers_to_transform); for the others it fails at composition,
+    the hint naming the methods that have it. The declaration must agree with the installed peft."""
+    import dataclasses
+
+    import peft
+    from hydra.errors import ConfigCompositionException
+
+    from recsys_fewshot.encoders import peft_wrap
+    from recsys_fewshot.registry import failure_hints
+
+    configs = {"lora": peft.LoraConfig, "adalora": peft.AdaLoraConfig, "ia3": peft.IA3Config,
+               "prefix": peft.PrefixTuningConfig, "prompt": peft.PromptTuningConfig}
+    for name, cls in peft_wrap.METHODS.items():
+        has_knob = "top_layers" in {f.name for f in dataclasses.fields(cls)}
+        restricts = name in configs and "layers_to_transform" in {f.name for f in dataclasses.fields(configs[name])}
+        assert has_knob == restricts, name
+    assert compose("peft=adalora", "peft.top_layers=1").peft.top_layers == 1
+    for method in ("ia3", "prefix", "frozen"):
+        bad = [f"peft={method}", "peft.top_layers=1"]
+        with pytest.raises(ConfigCompositionException):
+            compose(*bad)
+        (hint,) = failure_hints(bad)
+        assert hint.startswith(f"peft.top_layers: peft={method} has no key 'top_layers'") and \
+            hint.endswith("methods with top_layers: lora, adalora"), hint
+    from recsys_fewshot import settings
+
+    with pytest.raises(ValueError, match=r"peft\.top_layers=-1: expected an integer >= 0"):
+        settings.check_settings(compose("peft=lora", "peft.top_layers=-1"))
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_top_layers_puts_adapters_in_the_last_layers_only(method, tiny_bert):
+    from transformers import AutoModel
+
+    from recsys_fewshot.encoders import peft_wrap
+
+    def adapted_layers(top: int) -> set[int]:
+        m = peft_wrap.method_of(method, {"top_layers": top}).wrap(AutoModel.from_pretrained(tiny_bert), total_steps=10)
+        return {int(re.search(r"\.layer\.(\d+)\.", n).group(1)) for n, p in m.named_parameters()
+                if p.requires_grad and ".lora_" in n}
+
+    assert adapted_layers(0) == {0, 1}  # the tiny BERT has 2 layers (config.json: num_hidden_layers)
+    assert adapted_layers(1) == {1}
+    assert adapted_layers(2) == {0, 1}
+    with pytest.raises(ValueError, match=r"peft\.top_layers=3: the model has 2 layers"):
+        adapted_layers(3)
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64))
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3", "prompt", "full"])
+def test_the_same_method_trains_a_causal_lm(method, tmp_path):
+    """kind=CAUSAL_LM: peft's causal-LM model (logits and loss), only the method's parameters train, and what it
+    trained saves and loads back to the same logits."""
+    from recsys_fewshot.encoders import peft_wrap
+
+    chosen = peft_wrap.method_of(method, {"num_virtual_tokens": 3, "r": 2, "top_layers": 1})
+    model = chosen.wrap(tiny_llama(), peft_wrap.ModelKind.CAUSAL_LM, total_steps=10)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(re.search({"lora": r"layers\.2\..*\.lora_[AB]\.", "ia3": r"\.ia3_l\.",
+                                        "prompt": r"^prompt_encoder\.", "full": r"^(model|lm_head)\."}[method], n)
+                             for n in trainable), sorted(trainable)[:4]
+    if method != "full":
+        assert model.peft_config["default"].task_type == "CAUSAL_LM"
+    ids = torch.randint(3, 64, (2, 7))
+    out = model(input_ids=ids, labels=ids)
+    out.loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1)  # trained weights differ from the base model's
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    chosen.save(model, tmp_path / "trained")
+    reloaded, loaded = peft_wrap.load(tiny_llama(), tmp_path / "trained")
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=ids).logits, expected, atol=1e-5)
+    assert type(loaded) is type(chosen) and loaded.name == method
+
+
+def test_a_saved_method_json_loads_by_its_name_only(tiny_bert, tmp_path):
+    """method.json names a method of this project; loading maps that name to its class and never imports a
+    class a run folder names."""
+    import json
+
+    from transformers import AutoModel
+
+    from recsys_fewshot.encoders import peft_wrap
+
+    folder = tmp_path / "encoder"
+    model = peft_wrap.Lora(r=2).wrap(AutoModel.from_pretrained(tiny_bert))
+    peft_wrap.save(model, "lora", folder)  # a name works as well as the method itself (earlier callers)
+    assert json.loads((folder / "method.json").read_text())["method"] == "lora"
+    _, method = peft_wrap.load(AutoModel.from_pretrained(tiny_bert), folder)
+    assert isinstance(method, peft_wrap.Lora)
+    for bad in ("os.system", "recsys_fewshot.encoders.peft_wrap.Lora", "mlp"):
+        (folder / "method.json").write_text(json.dumps({"method": bad}))
+        with pytest.raises(ValueError, match=r"method\.json: .* is not a PEFT method of this project; expected one "
+                                             r"of frozen, bitfit, full, lora, adalora, ia3, prefix, prompt"):
+            peft_wrap.load(AutoModel.from_pretrained(tiny_bert), folder)
 
 
 def no_signal_bert(tiny_bert: Path, folder: Path) -> Path:
@@ -162,9 +289,11 @@ def test_adalora_saves_the_weights_in_memory_whatever_its_last_rank_pattern(tiny
 
     from recsys_fewshot.encoders import peft_wrap
 
-    knobs = dict(compose("peft=adalora").peft)
+    from recsys_fewshot import build
+
+    adalora = build.peft_method(compose("peft=adalora"))
     torch.manual_seed(0)
-    model = peft_wrap.wrap(AutoModel.from_pretrained(tiny_bert), "adalora", knobs, total_steps=10)
+    model = adalora.wrap(AutoModel.from_pretrained(tiny_bert), total_steps=10)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if ".lora_" in name:
@@ -182,10 +311,10 @@ def test_adalora_saves_the_weights_in_memory_whatever_its_last_rank_pattern(tiny
                                                      padding=True)
     with torch.no_grad():
         expected = model(**batch).last_hidden_state
-    peft_wrap.save(model, "adalora", tmp_path / "encoder")
+    adalora.save(model, tmp_path / "encoder")
     assert config.rank_pattern == pattern  # left as it was for training to go on
     reloaded, method = peft_wrap.load(AutoModel.from_pretrained(tiny_bert), tmp_path / "encoder")
     reloaded.eval()
     with torch.no_grad():
         got = reloaded(**batch).last_hidden_state
-    assert method == "adalora" and torch.allclose(got, expected, atol=1e-5)
+    assert method.name == "adalora" and torch.allclose(got, expected, atol=1e-5)

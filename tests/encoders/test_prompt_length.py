@@ -23,7 +23,7 @@ def tower(path, method, max_length, **kwargs):
     from recsys_fewshot.encoders.spec import EncoderSpec
 
     spec = EncoderSpec(str(path), pooling="mean", max_length=max_length, normalize=True, batch_size=8)
-    return build_tower(spec, TEXTS, method=method, knobs=KNOBS, device="cpu", **kwargs)
+    return build_tower(spec, TEXTS, method=peft_wrap.method_of(method, KNOBS), device="cpu", **kwargs)
 
 
 @pytest.mark.parametrize("method", ["prompt", "prefix"])
@@ -31,7 +31,7 @@ def test_virtual_tokens_shift_the_text_positions(tiny_bert, method):
     """Why prefix counts too: BERT numbers the text's positions after the key/value prefix (checked on the model)."""
     from transformers import AutoModel
 
-    model = peft_wrap.wrap(AutoModel.from_pretrained(str(tiny_bert)), method, KNOBS)
+    model = peft_wrap.method_of(method, KNOBS).wrap(AutoModel.from_pretrained(str(tiny_bert)))
     model.eval()
     with torch.no_grad():
         model(input_ids=torch.full((1, 124), 2000), attention_mask=torch.ones(1, 124, dtype=torch.long))
