@@ -398,3 +398,54 @@ def resolve_cache_dir(cache_dir: Optional[str]) -> Path:
         raise ValueError(f"{source}={path} is a file, not a folder: point it at a directory for the caches")
     return path
 
+
+# the packages whose classes a saved run's config may name by `_target_` (evaluate instantiates nothing else)
+TRUSTED_TARGETS = ("recsys_fewshot.", "torch.optim.")
+
+
+def _option_schema(group: str, name: Any, key: str, source: str) -> type:
+    schema = SCHEMAS[group].get(name) if isinstance(name, str) and name != "base" else None
+    if schema is None:
+        known = ", ".join(n for n in SCHEMAS[group] if n != "base")
+        raise ValueError(f"{source}: {key}={name!r} is not an option of this project (expected one of {known})")
+    return schema
+
+
+def saved_run_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
+    """A saved run's config (a plain dict, as `config.yaml` holds it) in today's shape, naming only this
+    project's classes: the PEFT method and the tracker are the classes of the names the run recorded
+    (`peft.method`, `logger.name`), whatever `_target_` the file says; a run saved before readers were chosen
+    by `_target_` (`dataset.kind`, `dataset.options`) gets the reader of that kind. Idempotent. `source`: the
+    file, for messages. Any other `_target_` must lie in TRUSTED_TARGETS."""
+    import dataclasses
+
+    out = dict(cfg)
+    dataset = dict(out.get("dataset") or {})
+    if "kind" in dataset:  # runs saved before the reader was chosen by `_target_`
+        schema = _option_schema("dataset", dataset.pop("kind"), "dataset.kind", source)
+        reader_target = schema.__dataclass_fields__["reader"].default_factory()._target_
+        dataset = {"reader": {"_target_": reader_target, **(dataset.pop("options", None) or {})}, **dataset}
+        out["dataset"] = dataset
+    for group, key in (("peft", "method"), ("logger", "name")):
+        node = out.get(group)
+        if node is None:
+            continue
+        schema = _option_schema(group, node.get(key), f"{group}.{key}", source)
+        fields = {f.name for f in dataclasses.fields(schema)}
+        out[group] = {"_target_": schema._target_, **{k: v for k, v in node.items() if k in fields and k != "_target_"}}
+    _check_targets(out, source)
+    return out
+
+
+def _check_targets(node: Any, source: str, path: str = "") -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_" and not (isinstance(value, str) and value.startswith(TRUSTED_TARGETS)):
+                raise ValueError(f"{source}: {where}={value!r} names a class outside "
+                                 f"{', '.join(t.rstrip('.') for t in TRUSTED_TARGETS)}; a saved run's config is "
+                                 "only instantiated from this project's own classes")
+            _check_targets(value, source, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_targets(value, source, f"{path}[{i}]")

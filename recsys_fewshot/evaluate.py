@@ -8,8 +8,14 @@ BitFit's biases, or the fine-tuned weights), then scores valid and test exactly 
 prints them beside ``metrics.json``.
 
 Other ``key=value`` arguments override the saved config (``dataset.root=/elsewhere``, ``cache_dir=...``,
-``trainer.eval_batch_size=1024``). ``check=true`` exits with status 1 when a test metric differs from
-``metrics.json`` by more than ``tolerance`` (default 1e-4).
+``trainer.eval_batch_size=1024``; ``peft.method=frozen``: the trained head over the untuned encoder).
+``check=true`` exits with status 1 when a test metric differs from ``metrics.json`` by more than
+``tolerance`` (default 1e-4).
+
+The saved config only ever builds this project's classes (`config.saved_run_config`): the PEFT method and the
+tracker are the classes of the names the run recorded, a run saved before readers were chosen by `_target_`
+gets the reader of its `dataset.kind`, and any other `_target_` outside `recsys_fewshot` (and torch's
+optimizers) is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ OWN_KEYS = ("run_dir", "check", "tolerance")
 def load_run_config(run_dir: Path, overrides: list[str]):
     from omegaconf import OmegaConf
 
+    from recsys_fewshot.config import saved_run_config
+
     # config.yaml: written with the results (a later, refused start in this dir rewrites .hydra/config.yaml
     # but leaves the results and it alone); .hydra/config.yaml: runs from before it existed
     file = run_dir / "config.yaml"
@@ -33,10 +41,14 @@ def load_run_config(run_dir: Path, overrides: list[str]):
     if not file.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no config.yaml or .hydra/config.yaml (is it a training run "
                                 "directory?)")
-    cfg = OmegaConf.load(file)
-    OmegaConf.set_struct(cfg, True)  # an override of a key the run does not have is a typo: fail, naming it
+    def trusted(node):  # today's shape, naming this project's classes only (again after the overrides)
+        out = OmegaConf.create(saved_run_config(OmegaConf.to_container(node, resolve=False), str(file)))
+        OmegaConf.set_struct(out, True)  # an override of a key the run does not have is a typo: fail, naming it
+        return out
+
+    cfg = trusted(OmegaConf.load(file))
     if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = trusted(OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides)))
     return cfg
 
 
@@ -55,13 +67,14 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
     if not weights.is_file():
         raise FileNotFoundError(f"run_dir={run_dir}: no {WEIGHTS} (the run did not finish?)")
     encoder_dir = run_dir / ENCODER_DIR
-    if cfg.peft.method != "frozen" and not encoder_dir.is_dir():
+    trained = build.peft_method(cfg).trains_encoder
+    if trained and not encoder_dir.is_dir():
         raise FileNotFoundError(f"run_dir={run_dir}: peft={cfg.peft.method} but no {ENCODER_DIR}/ folder")
     settings.check_settings(cfg)
     # same precision and batching as training (the catalogue pass autocasts under bf16/fp16)
     accelerator = build.accelerator_for(cfg)
     set_seed(cfg.seed)
-    run = build.build_run(cfg, accelerator, adapter=encoder_dir if cfg.peft.method != "frozen" else None,
+    run = build.build_run(cfg, accelerator, adapter=encoder_dir if trained else None,
                           init=False)  # the run's own weights are loaded below
     saved = load_file(str(weights))
     expected = head_state(run.model, run.text)

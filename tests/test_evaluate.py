@@ -114,3 +114,41 @@ def test_cold_start_presets_train_the_encoder_with_peft_and_reload(preset, small
         assert again["test"][name] == pytest.approx(value, abs=1e-6), name
     frozen = evaluate_run(run, ["peft.method=frozen"])  # the trained head over the untuned encoder
     assert any(abs(frozen["test"][k] - v) > 1e-6 for k, v in saved["test"].items() if k != "n")
+
+
+@pytest.mark.slow
+def test_a_run_saved_before_components_were_chosen_by_target_still_rescores(small_ml100k, tiny_bert, tmp_path):
+    """Run folders written when dataset.kind/options, peft.method and logger.name chose the reader, the PEFT
+    method and the tracker: their config.yaml maps those names to this project's classes. A `_target_` a run
+    folder names is never trusted: the PEFT method comes from its name, and any class outside the project fails."""
+    import copy
+
+    import yaml
+
+    from recsys_fewshot.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    saved = run_job(run, *common(small_ml100k, tiny_bert, tmp_path / "cache"), "peft=lora", "peft.r=4")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["peft"]["_target_"] == "recsys_fewshot.encoders.peft_wrap.Lora"
+    old = copy.deepcopy(config)
+    reader = old["dataset"].pop("reader")
+    assert reader == {"_target_": "recsys_fewshot.data.sources.MovieLens100K"}
+    old["dataset"] = {"kind": "ml100k", **old["dataset"], "options": {}}
+    old["peft"] = {k: v for k, v in config["peft"].items() if k not in ("_target_", "top_layers")}
+    old["logger"] = {k: v for k, v in config["logger"].items() if k != "_target_"}
+    (run / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    again = evaluate_run(run)
+    for name, value in saved["test"].items():
+        assert again["test"][name] == pytest.approx(value, abs=1e-6), name
+
+    elsewhere = {**config, "peft": {**config["peft"], "_target_": "builtins.print"}}  # not read: the name is
+    (run / "config.yaml").write_text(yaml.safe_dump(elsewhere, sort_keys=False))
+    assert evaluate_run(run)["test"]["rmse"] == pytest.approx(saved["test"]["rmse"], abs=1e-6)
+    for key, bad in (("dataset", {**config["dataset"], "reader": {"_target_": "os.system", "command": "true"}}),
+                     ("peft", {**config["peft"], "method": "os.system"}), ("logger", {**config["logger"], "name": "x"})):
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, key: bad}, sort_keys=False))
+        with pytest.raises(ValueError, match=rf"{run / 'config.yaml'}: ({key}\.reader\._target_='os\.system' names "
+                                             rf"a class outside recsys_fewshot, torch\.optim|{key}\.\w+='[\w.]+' is not "
+                                             rf"an option of this project)"):
+            evaluate_run(run)
