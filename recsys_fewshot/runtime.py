@@ -28,7 +28,7 @@ import torch
 
 log = logging.getLogger(__name__)
 RANK_ENV = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 _HYDRA_OUTPUT_KEYS = ("hydra.run.dir=", "hydra.sweep.dir=", "hydra.output_subdir=", "hydra/job_logging=",
                       "hydra/hydra_logging=")
 
@@ -101,12 +101,23 @@ def recorded_precision(mixed_precision: str, device) -> str:
     return mixed_precision
 
 
-def accelerator_options(mixed_precision: str, gradient_accumulation_steps: int, split_batches: bool) -> dict:
+def resolve_precision(mixed_precision: str, cpu: bool = False) -> str:
+    """`trainer.mixed_precision=auto`: bf16 on a CUDA GPU that supports it, else no (fp32: on CPUs without AMX
+    bf16 is slower than fp32)."""
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"trainer.mixed_precision={mixed_precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if mixed_precision != "auto":
+        return mixed_precision
+    gpu = not cpu and torch.cuda.is_available()
+    return "bf16" if gpu and torch.cuda.is_bf16_supported() else "no"
+
+
+def accelerator_options(mixed_precision: str, gradient_accumulation_steps: int, split_batches: bool,
+                        cpu: bool = False) -> dict:
     """Keyword arguments of ``accelerate.Accelerator`` for the ``trainer.*`` settings."""
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(f"trainer.mixed_precision={mixed_precision!r}: expected one of {', '.join(PRECISIONS)}")
+    mixed_precision = resolve_precision(mixed_precision, cpu)
     if gradient_accumulation_steps < 1:
         raise ValueError(f"trainer.gradient_accumulation_steps={gradient_accumulation_steps}: expected >= 1")
     return {"mixed_precision": mixed_precision, "gradient_accumulation_steps": gradient_accumulation_steps,

@@ -36,7 +36,7 @@ def fresh_accelerator(cfg):
     AcceleratorState._reset_state(reset_partial_state=True)
     t = cfg.trainer
     return Accelerator(cpu=True, **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
-                                                               t.split_batches))
+                                                               t.split_batches, cpu=True))
 
 
 def run_job(run_dir: Path, *overrides: str) -> dict:
