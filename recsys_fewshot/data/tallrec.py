@@ -129,15 +129,43 @@ def history_as_labels(histories: pd.Series, positive_threshold: float, are_label
                      dtype=object, index=histories.index)
 
 
+def _by_users(samples: pd.DataFrame, n_samples: int, train_ratio: float, valid_ratio: float,
+              partition_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`split.recipe=users`: (pool, valid, test) rows of all users' samples, the users cut at random into
+    train / valid / test users (`train_ratio`, `valid_ratio`, the rest); valid and test keep `n_samples` x their
+    ratio samples drawn at random from their users (so the test comes from many users, not TALLRec's 16)."""
+    rng = np.random.default_rng(partition_seed)
+    users = np.unique(samples["user"].to_numpy())
+    perm = users[rng.permutation(len(users))]
+    a, b = int(round(len(perm) * train_ratio)), int(round(len(perm) * (train_ratio + valid_ratio)))
+    owner = samples["user"].to_numpy()
+
+    def draw(part: np.ndarray, size: int) -> np.ndarray:
+        rows = np.flatnonzero(np.isin(owner, part))
+        return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
+
+    test_share = 1.0 - train_ratio - valid_ratio
+    return (np.flatnonzero(np.isin(owner, perm[:a])), draw(perm[a:b], int(round(n_samples * valid_ratio))),
+            draw(perm[b:], int(round(n_samples * test_share))))
+
+
+RECIPES = ("released", "users")
+
+
 def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full", n_samples: int = 10_000,
             history_len: int = 10, train_ratio: float = 0.8, valid_ratio: float = 0.1,
             holdout_ratio: float = 0.25, partition_seed: int = 0, augment: str = "none",
-            positive_threshold: float = 4.0, task: Optional[str] = "ctr") -> Split:
+            positive_threshold: float = 4.0, recipe: str = "released", task: Optional[str] = "ctr") -> Split:
     """TALLRec's few-shot protocol (see the module doc). `valid`: ``full`` (the protocol's valid part,
     TALLRec's model selection), ``holdout`` (a `holdout_ratio` of the N shots, trained on the rest) or
-    ``none`` (no data beyond the shots: valid = the shots themselves)."""
+    ``none`` (no data beyond the shots: valid = the shots themselves). `recipe` (rating data): ``released``
+    (TALLRec's: the last `n_samples` samples cut in order, the test from the latest few users) or ``users``
+    (our extension: the same samples of every user, users cut at random into train / valid / test users, the
+    valid and test samples drawn from theirs: a test from many users)."""
     if valid not in VALID_MODES:
         raise DataError(f"split.valid={valid!r}: expected one of {', '.join(VALID_MODES)}")
+    if recipe not in RECIPES:
+        raise DataError(f"split.recipe={recipe!r}: expected one of {', '.join(RECIPES)}")
     for name, value in (("train_ratio", train_ratio), ("valid_ratio", valid_ratio)):
         if not 0.0 < value < 1.0:
             raise DataError(f"split.{name} must be in (0, 1), got {value}")
@@ -171,10 +199,15 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
                 raise DataError(f"split=tallrec: data set {data.name!r} has neither ratings nor a 'label' column "
                                 "to say which items a user liked")
             inter, use_labels = inter.assign(rating=inter["label"].astype(np.float32)), True
-        samples = build_samples(inter, history_len, 1.0 if use_labels else positive_threshold, last=n_samples)
-        n = len(samples)
-        a, b = int(n * train_ratio), int(n * (train_ratio + valid_ratio))
-        pool, valid_rows, test_rows = np.arange(a), np.arange(a, b), np.arange(b, n)
+        threshold = 1.0 if use_labels else positive_threshold
+        if recipe == "users":
+            samples = build_samples(inter, history_len, threshold)
+            pool, valid_rows, test_rows = _by_users(samples, n_samples, train_ratio, valid_ratio, partition_seed)
+        else:
+            samples = build_samples(inter, history_len, threshold, last=n_samples)
+            n = len(samples)
+            a, b = int(n * train_ratio), int(n * (train_ratio + valid_ratio))
+            pool, valid_rows, test_rows = np.arange(a), np.arange(a, b), np.arange(b, n)
         source = "ratings"
     shots = _shots(pool, n_shots, seed)
     if valid == "holdout":
@@ -195,7 +228,8 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
     train = augment_samples(part(shots), augment)
     split = Split(task=task, train=train, valid=part(valid_rows), test=part(test_rows),
                   info={"protocol": "tallrec", "source": source if source != "ratings" else f"built from ratings "
-                        f"(last {len(samples)} samples)", "n_shots": int(len(shots)), "valid_mode": valid,
+                        + (f"(last {len(samples)} samples)" if recipe == "released" else
+                           f"({len(samples)} samples of every user, split by users)"), "recipe": recipe, "n_shots": int(len(shots)), "valid_mode": valid,
                         "augment": augment, "pool": int(len(pool)), "seed": seed,
                         "partition_seed": partition_seed, "test_positive_rate": float(
                             samples["label"].to_numpy()[test_rows].mean()) if len(test_rows) else float("nan")})
