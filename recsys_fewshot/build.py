@@ -197,6 +197,51 @@ def attach_samples(prep: Prepared, view) -> None:
         prep.eval_histories.valid, prep.eval_histories.test = view.valid_history, view.test_history
 
 
+def total_steps(cfg: DictConfig, n_train: int, accelerator) -> int:
+    """Optimizer steps of the whole run (schedules of PEFT methods that need them, e.g. AdaLoRA's)."""
+    from recsys_fewshot.optim import optimizer_steps
+
+    t = cfg.trainer
+    per_step = t.batch_size * (1 if t.split_batches else accelerator.num_processes)
+    return optimizer_steps(n_train, per_step, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches)
+
+
+def language_model(cfg: DictConfig, n_train: int, accelerator, adapter: Optional[Path] = None):
+    """The `llm=` causal language model of a prompt head, made trainable by `peft=` (or, with `adapter`, a
+    saved run's trained weights applied), as a `llm.causal.LanguageModel`."""
+    from recsys_fewshot.encoders import peft_wrap
+    from recsys_fewshot.llm.causal import LanguageModel, load_causal_lm
+    from recsys_fewshot.llm.spec import LLMSpec
+
+    spec = LLMSpec(**OmegaConf.to_container(cfg.llm, resolve=True))
+    model, tokenizer, path = load_causal_lm(spec.name_or_path, spec.dtype, str(accelerator.device),
+                                            spec.quantization)
+    method = peft_method(cfg)
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if adapter is not None and (Path(adapter) / peft_wrap.METHOD_FILE).is_file():
+        module, method = peft_wrap.load(model, Path(adapter))
+    elif method.trains_encoder and adapter is None:
+        if spec.quantization != "none":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=spec.gradient_checkpointing)
+        module = method.wrap(model, peft_wrap.ModelKind.CAUSAL_LM, total_steps(cfg, n_train, accelerator),
+                             tokenizer_path=str(path))
+    else:
+        module, method = model.requires_grad_(False), peft_wrap.Frozen()
+    lm = LanguageModel(module, tokenizer, spec.max_length, spec.batch_size, method,
+                       accelerator.mixed_precision if accelerator.native_amp else None, spec.name_or_path)
+    if not method.trains_encoder and spec.quantization == "none":  # a frozen model's answers are kept across runs
+        from recsys_fewshot.config import resolve_cache_dir
+        from recsys_fewshot.llm.score_cache import ScoreCache
+
+        lm.score_cache = ScoreCache(resolve_cache_dir(cfg.cache_dir), path)
+    log.info("llm %s (%s), peft=%s: %s parameters trainable", spec.name_or_path, path, method.name,
+             lm.parameter_counts())
+    return lm
+
+
 def text_tower(cfg: DictConfig, spec, texts: list[str], n_train: int, accelerator, adapter: Optional[Path] = None):
     """The trainable item-text tower of joint training (a `peft` method that trains the encoder; or, with
     `adapter`, a saved run's trained encoder), else None. Item vectors for the user history still come from
@@ -207,25 +252,27 @@ def text_tower(cfg: DictConfig, spec, texts: list[str], n_train: int, accelerato
     if spec is None:
         raise ValueError(f"peft={method.name} trains the text encoder: set an encoder (encoder=minilm)")
     from recsys_fewshot.encoders.trainable import build_tower
-    from recsys_fewshot.optim import optimizer_steps
 
     t = cfg.trainer
-    per_step = t.batch_size * (1 if t.split_batches else accelerator.num_processes)
-    steps = optimizer_steps(n_train, per_step, t.max_epochs, t.gradient_accumulation_steps, t.limit_train_batches)
+    steps = total_steps(cfg, n_train, accelerator)
     tower = build_tower(spec, texts, method=method, total_steps=steps, device=str(accelerator.device), adapter=adapter,
-                        autocast=t.mixed_precision if accelerator.native_amp else None)  # as training
+                        autocast=accelerator.mixed_precision if accelerator.native_amp else None)  # as training
     log.info("peft=%s: %s encoder parameters trainable", tower.method, tower.parameter_counts())
     return tower
 
 
 def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
-    """The `head=` recommender, built by Hydra's `_target_` with the data-derived arguments its constructor takes."""
+    """The `head=` recommender, built by Hydra's `_target_` with the data-derived arguments its constructor takes
+    (`text`: the trainable text tower of joint training, or a prompt head's language model)."""
+    import torch
     from hydra.utils import instantiate
 
-    from recsys_fewshot.models.capabilities import data_arguments, head_class
+    from recsys_fewshot.models.capabilities import capabilities_of, data_arguments, head_class
 
     build = instantiate(cfg.head, _partial_=True, _convert_="all")
-    extra = {"item_text": text} if text is not None else {}  # joint training: the trainable text tower
+    extra = {}
+    if text is not None:
+        extra["llm" if capabilities_of(cfg.head._target_).prompts else "item_text"] = text
     kg = cfg.get("kg")
     if kg is not None and kg.source != "none":  # kg=attributes/triples: a KG embedding trained jointly (kg/joint.py)
         from recsys_fewshot.kg.joint import build_side
@@ -235,6 +282,15 @@ def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
     offered = dict(n_users=data.n_users, n_items=data.n_items, item_features=features, history=prep.history,
                    warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean)
     takes = set(data_arguments(head_class(cfg.head._target_)))
+    if "item_names" in takes:  # prompt heads: how a prompt names each item, and what it calls one
+        from recsys_fewshot.data.text import render_texts
+
+        template = cfg.dataset.get("item_name") or cfg.dataset.text_template
+        offered["item_names"] = render_texts(data.items, template, list(cfg.dataset.list_columns))
+        offered["item_noun"] = cfg.dataset.get("item_noun") or "item"
+    if "train_pairs" in takes:  # the training rows (in-context demonstrations are drawn from them)
+        offered["train_pairs"] = tuple(torch.as_tensor(x.copy()) for x in
+                                       (prep.train_users, prep.train_items, prep.train_targets))
     return build(**{k: v for k, v in offered.items() if k in takes}, **extra)
 
 
@@ -310,7 +366,7 @@ def build_run(cfg: DictConfig, accelerator, *, adapter: Optional[Path] = None, i
     from recsys_fewshot import settings
     from recsys_fewshot.config import resolve_cache_dir
     from recsys_fewshot.inductive import load_init
-    from recsys_fewshot.models.capabilities import reads_all_rows
+    from recsys_fewshot.models.capabilities import capabilities_of, reads_all_rows
 
     data = load_data(cfg)
     split = instantiate(cfg.split)(data)
@@ -325,7 +381,10 @@ def build_run(cfg: DictConfig, accelerator, *, adapter: Optional[Path] = None, i
     head_knobs = OmegaConf.to_container(cfg.head, resolve=True)
     prep = prepare(cfg, data, split, task, reads_all_rows(cfg.head._target_, head_knobs))
     attach_samples(prep, samples)
-    text = text_tower(cfg, spec, texts, len(prep.train_users), accelerator, adapter)  # None unless joint training
+    if capabilities_of(cfg.head._target_).prompts:  # the language model the head asks (trained by peft=)
+        text = language_model(cfg, len(prep.train_users), accelerator, adapter)
+    else:  # None unless joint training
+        text = text_tower(cfg, spec, texts, len(prep.train_users), accelerator, adapter)
     model = build_model(cfg, data, prep, features, text).to(accelerator.device)
     init_info = load_init(model, cfg.init_from) if cfg.init_from and init else None
     adapt = (int(cfg.split.get("adapt_steps", 0) or 0), float(cfg.split.get("adapt_lr", 0.0) or 0.0))
@@ -467,9 +526,9 @@ def accelerator_for(cfg: DictConfig, run_dir: Optional[Path] = None, log_with: O
 
     t = cfg.trainer
     extra = {"log_with": log_with or None, "project_dir": str(run_dir)} if run_dir is not None else {}
-    return Accelerator(cpu=runtime.use_cpu(t.cpu), **extra,
-                       **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
-                                                     t.split_batches))
+    cpu = runtime.use_cpu(t.cpu)
+    return Accelerator(cpu=cpu, **extra, **runtime.accelerator_options(t.mixed_precision, t.gradient_accumulation_steps,
+                                                                       t.split_batches, cpu))
 
 
 def tracker(cfg: DictConfig, run_dir: Path, job):
@@ -494,7 +553,7 @@ def training_record(cfg: DictConfig, run: Run, fitted, accelerator) -> dict:
     from recsys_fewshot import runtime
 
     return {"peft": cfg.peft.method, "processes": accelerator.num_processes,
-            "mixed_precision": runtime.recorded_precision(cfg.trainer.mixed_precision, accelerator.device),
+            "mixed_precision": runtime.recorded_precision(accelerator.mixed_precision, accelerator.device),
             "updates": fitted.updates,
             "samples_per_second": round(fitted.samples / max(fitted.train_seconds, 1e-9), 1),
             **({"encoder_parameters": run.text.parameter_counts()} if run.text is not None else {})}

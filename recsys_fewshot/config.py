@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from recsys_fewshot.encoders.spec import EncoderSpec
+from recsys_fewshot.llm.spec import LLMSpec
 
 DEFAULT_HOME = "~/.cache/recsys_fewshot"
 
@@ -157,9 +158,10 @@ class TallrecSplitConfig(SplitConfig):
     train_ratio: float = 0.8  # pool (train) share, cut in order (rating data) or after a seeded shuffle (one file)
     valid_ratio: float = 0.1  # valid share; the rest is test
     holdout_ratio: float = 0.25  # valid=holdout: share of the N shots held out for early stopping
-    partition_seed: int = 0  # one sample file: the shuffle cutting it into pool/valid/test (same for all seeds)
+    partition_seed: int = 0  # the seeded cut into pool/valid/test of one sample file, or of the users (recipe=users)
     augment: str = "none"  # none | loo | prefix: extra training samples from each shot's own labelled items
     positive_threshold: float = 4.0  # ratings >= this are liked (history labels of rating data)
+    recipe: str = "released"  # rating data: released (TALLRec's last samples, in order) | users (test from many users)
 
 
 EncoderConfig = EncoderSpec  # the encoder group's schema is the spec the encoders are built from
@@ -272,7 +274,7 @@ class TrainerConfig:
     eval_batch_size: int = 4096
     patience: int = 3  # epochs without improvement of the monitored metric before stopping
     monitor: Optional[str] = None  # e.g. rmse, auc, ndcg@10; None: the task's default
-    mixed_precision: str = "no"  # no | bf16 | fp16 (GPUs; bf16 is slow on this kind of CPU)
+    mixed_precision: str = "auto"  # auto: bf16 on a CUDA GPU that supports it, else no | no | bf16 | fp16
     cpu: bool = False  # force CPU even when a GPU is visible
     num_negatives: int = 64  # ranking task: sampled negatives per positive; 0: all training items (full softmax)
     grad_clip: float = 0.0  # 0: off
@@ -334,6 +336,7 @@ class Config:
     trainer: TrainerConfig = MISSING
     logger: LoggerConfig = MISSING
     kg: KGConfig = field(default_factory=KGConfig)
+    llm: LLMSpec = field(default_factory=LLMSpec)  # the language model prompt heads read (head=llm, hybrid)
     eval: EvalConfig = field(default_factory=EvalConfig)
     task: Optional[str] = None  # rating | ctr | ranking; None: the split's, else the data set's
     seed: int = 0  # model initialisation and batch order
@@ -367,6 +370,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "logger": {"base": LoggerConfig, "wandb": WandbLoggerConfig, "tensorboard": TensorBoardLoggerConfig,
                "none": NoLoggerConfig},
     "kg": {"base": KGConfig},
+    "llm": {"base": LLMSpec},
 }
 
 
@@ -433,6 +437,13 @@ def saved_run_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
         schema = _option_schema(group, node.get(key), f"{group}.{key}", source)
         fields = {f.name for f in dataclasses.fields(schema)}
         out[group] = {"_target_": schema._target_, **{k: v for k, v in node.items() if k in fields and k != "_target_"}}
+    head = out.get("head")
+    if isinstance(head, dict) and str(head.get("_target_", "")).startswith("recsys_fewshot."):
+        # runs saved when every head's config also held keys it ignored (e.g. head.dim of EASE): dropped, as then
+        from recsys_fewshot.registry import head_keys
+
+        keys = set(head_keys(head["_target_"]))
+        out["head"] = {k: v for k, v in head.items() if k in keys or k == "_target_"}
     _check_targets(out, source)
     return out
 

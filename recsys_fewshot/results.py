@@ -87,6 +87,8 @@ def summary(run, *, seed: int, split_seed: Any, fit, monitor: str, valid: dict, 
         out["kg"] = run_summary(kg_side, fit.history)
     if adapted:
         out["test_adapted"] = adapted
+    if hasattr(run.model, "prompt_stats"):  # prompt heads: prompts built, history items the budget left out
+        out["prompts"] = run.model.prompt_stats()
     out["training"] = training
     return out
 

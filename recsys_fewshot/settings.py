@@ -89,10 +89,22 @@ def check_head(cfg: DictConfig, task: str) -> None:
     if cfg.get("kg") is not None and cfg.kg.source != "none" and not caps.kg:
         raise ValueError(f"kg={cfg.kg.source}: head={name} does not take KG vectors (heads whose towers do: "
                          f"{', '.join(_heads_with('kg'))}); use kg=none with this head")
-    if build.peft_method(cfg).trains_encoder and not caps.text_tower:
+    if build.peft_method(cfg).trains_encoder and not (caps.text_tower or caps.prompts):
         raise ValueError(f"peft={cfg.peft.method}: head={name} reads frozen, cached text vectors and cannot train "
                          f"the encoder; use peft=frozen (joint training works with head="
-                         f"{', '.join(_heads_with('text_tower'))})")
+                         f"{', '.join(_heads_with('text_tower'))}; peft= trains the language model of head="
+                         f"{', '.join(_heads_with('prompts'))})")
+    llm = cfg.get("llm")
+    has_llm = llm is not None and llm.get("name_or_path") is not None
+    if caps.prompts and not has_llm:
+        raise ValueError(f"head={name} asks a language model about each pair: set llm= (e.g. llm=smollm2-135m or "
+                         "llm.name_or_path=/path/to/a/causal/lm)")
+    if has_llm and not caps.prompts:
+        raise ValueError(f"llm={llm.name_or_path}: head={name} reads no prompts, so the language model would be "
+                         f"unused; use llm=none, or a head that asks it (head={', '.join(_heads_with('prompts'))})")
+    if not caps.full_ranking and cfg.eval.ranking and task != "ranking":
+        raise ValueError(f"head={name} scores one prompt per (user, item) pair and cannot rank the whole catalogue "
+                         "for every user: set eval.ranking=false")
     if caps.needs_text and cfg.encoder.name_or_path is None:
         raise ValueError(f"head={name} reads item text vectors: set an encoder (e.g. encoder=minilm)")
     steps = int(cfg.split.get("adapt_steps", 0) or 0)
@@ -111,7 +123,10 @@ def _head_name(cfg: DictConfig) -> str:
             return str(choice)
     except Exception:  # noqa: BLE001 - outside a Hydra run (tests compose configs themselves)
         pass
-    return str(cfg.head._target_).rsplit(".", 1)[-1]
+    from recsys_fewshot.registry import head_options
+
+    names = [name for name, target in head_options().items() if target == cfg.head._target_]
+    return names[0] if names else str(cfg.head._target_).rsplit(".", 1)[-1]
 
 
 def _heads_with(flag: str) -> list[str]:

@@ -62,7 +62,7 @@ DECODER_CORPUS = [
 ]
 
 
-def build_byte_bpe(bos: bool, pad: bool, vocab_size: int = 400):
+def build_byte_bpe(bos: bool, pad: bool, vocab_size: int = 400, corpus=None):
     """A byte-level BPE tokenizer trained here with the `tokenizers` library on `DECODER_CORPUS`, wrapped as a
     `PreTrainedTokenizerFast`: `bos` adds <s> in front of every text (Llama, Gemma) or nothing (Qwen2);
     `pad`: a <pad> token, else none (the encoder pads with the end-of-text token, as for Llama)."""
@@ -74,7 +74,7 @@ def build_byte_bpe(bos: bool, pad: bool, vocab_size: int = 400):
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    core.train_from_iterator(DECODER_CORPUS, trainer)
+    core.train_from_iterator(corpus or DECODER_CORPUS, trainer)
     if bos:
         core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                             special_tokens=[("<s>", core.token_to_id("<s>"))])
@@ -82,19 +82,21 @@ def build_byte_bpe(bos: bool, pad: bool, vocab_size: int = 400):
                                    **({"pad_token": "<pad>"} if pad else {}))
 
 
-def build_tiny_decoder(path: Path, kind: str, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+def build_tiny_decoder(path: Path, kind: str, seed: int = 0, hidden: int = 64, layers: int = 2, corpus=None,
+                       vocab_size: int = 400, max_positions: int = 256) -> Path:
     """A tiny random causal LM (real `LlamaConfig` / `Qwen2Config` / `Gemma3TextConfig`, `kind` = llama | qwen2 |
     gemma3) with a byte-level BPE tokenizer trained here, both saved with `save_pretrained`.
 
     As the real models: Llama adds <s> and has no pad token; Qwen2 adds nothing and has one; Gemma 3 adds <s>,
-    has a pad token and alternates sliding-window (16 tokens here) and full attention layers."""
+    has a pad token and alternates sliding-window (16 tokens here) and full attention layers. `corpus`: the
+    tokenizer's training texts (default `DECODER_CORPUS`)."""
     import torch
     from transformers import (Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
                               Qwen2ForCausalLM)
 
-    tok = build_byte_bpe(bos=kind != "qwen2", pad=kind != "llama")
+    tok = build_byte_bpe(bos=kind != "qwen2", pad=kind != "llama", vocab_size=vocab_size, corpus=corpus)
     ids = {"vocab_size": len(tok), "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-           "pad_token_id": tok.pad_token_id, "max_position_embeddings": 256, "tie_word_embeddings": True}
+           "pad_token_id": tok.pad_token_id, "max_position_embeddings": max_positions, "tie_word_embeddings": True}
     shape = {"hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": layers}
     if kind == "llama":
         model = LlamaForCausalLM, LlamaConfig(**ids, **shape, num_attention_heads=4, num_key_value_heads=2)

@@ -45,6 +45,17 @@ COMPANIONS = {
     ("head", "likerate"): ["split=tallrec", "split.n_shots=16"],
     ("head", "fewshot"): ["split=tallrec", "split.n_shots=16"],
     ("kg", "triples"): ["kg.path={triples}"],
+    ("head", "llm"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false", "llm=smollm2-135m", "task=ctr"],
+    ("head", "hybrid"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false", "llm=smollm2-135m",
+                         "task=ctr"],
+    ("llm", "smollm2-135m"): ["head=llm", "split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("llm", "gemma3-270m"): ["head=llm", "split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("model", "llm_lora"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("model", "llm_zeroshot"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("model", "llm_icl"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("model", "hybrid"): ["split=tallrec", "split.n_shots=16", "eval.ranking=false"],
+    ("model", "likerate"): ["split=tallrec", "split.n_shots=16"],
+    ("model", "random"): ["split=tallrec", "split.n_shots=16"],
     ("model", "episodic_k5"): ["split=cold_users", "task=ranking"],
     ("model", "episodic_k20"): ["split=cold_users", "split.k=3", "head.k=3", "task=ranking"],
     ("model", "fewshot"): ["split=tallrec", "split.n_shots=16"],
@@ -82,8 +93,10 @@ def tiny_world(tmp_path_factory, tiny_bert):
     csv = write_csv_dataset(root / "csv")
     triples = root / "triples.tsv"
     triples.write_text("item:1\tgenre\tComedy\nitem:2\tgenre\tDrama\nuser:1\tlikes\tComedy\n")
+    from lm_fakes import build_tiny_causal_lm
+
     return {"root": data, "csv": csv, "tallrec": data / "tallrec-book", "triples": triples, "bert": tiny_bert,
-            "cache": root / "cache"}
+            "cache": root / "cache", "llm": build_tiny_causal_lm(root / "tiny-llm", "llama")}
 
 
 def overrides_for(group: str, option: str, world: dict) -> list[str]:
@@ -124,6 +137,9 @@ def test_every_option_composes_and_builds_on_tiny_data(group, option, tiny_world
     if cfg.encoder.name_or_path is not None:  # every encoder option's settings, on the tiny random BERT
         cfg.encoder.name_or_path = str(tiny_world["bert"])
         cfg.encoder.max_length = min(cfg.encoder.max_length, 64)
+    if cfg.llm.name_or_path is not None:  # every language-model option's settings, on a tiny random Llama
+        cfg.llm.name_or_path = str(tiny_world["llm"])
+        cfg.llm.dtype = "float32"
     if group == "logger":
         from recsys_fewshot.sweeps import job_context
 
@@ -288,3 +304,12 @@ def test_adding_a_head_takes_its_class_and_its_yaml(tmp_path, tiny_world):
     run = build.build_run(cfg, fresh_accelerator(cfg))
     valid, tested = run.evaluate(fresh_accelerator(cfg))
     assert tested.metrics["rmse"] > 0 and float(run.model.value) == 4.5
+
+
+def test_a_saved_config_with_keys_its_head_ignored_loads_without_them():
+    """Run folders written when every head's config also held MF's knobs (which EASE ignored) still re-score."""
+    from recsys_fewshot.config import saved_run_config
+
+    old = {"head": {"_target_": "recsys_fewshot.models.ease.EASE", "reg": 400.0, "dim": 64, "user_id": True}}
+    assert saved_run_config(old, "config.yaml")["head"] == {"_target_": "recsys_fewshot.models.ease.EASE",
+                                                             "reg": 400.0}

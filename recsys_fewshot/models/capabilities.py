@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 TASKS = ("rating", "ctr", "ranking")
 # arguments the build path passes to every head from the data (not config knobs)
 DATA_ARGS = ("n_users", "n_items", "item_features", "history", "warm_items", "known_users", "global_mean",
-             "item_text", "kg")
+             "item_text", "kg", "item_names", "item_noun", "llm", "train_pairs")
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,15 @@ class Capabilities:
     text_tower: bool = False  # it can train the text encoder jointly (peft other than frozen)
     new_users: bool = False  # serves users through a swapped-in history (cold users, users after training)
     needs_text: bool = False  # needs item text vectors (an encoder)
+    prompts: bool = False  # reads prompts with the `llm=` language model; `peft=` trains that model
+    full_ranking: bool = True  # can score every item for every user (eval.ranking); prompt heads score pairs only
 
     def describe(self) -> str:
         parts = [f"tasks {', '.join(self.tasks)}"]
-        parts += [name for name in ("closed_form", "kg", "text_tower", "new_users", "needs_text")
+        parts += [name for name in ("closed_form", "kg", "text_tower", "new_users", "needs_text", "prompts")
                   if getattr(self, name)]
+        if not self.full_ranking:
+            parts.append("pairs only")
         return "; ".join(parts)
 
 
