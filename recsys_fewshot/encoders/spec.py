@@ -17,7 +17,7 @@ class EncoderSpec:
     max_length: int = 64  # tokens, template included; a longer item text loses its own end, never the template
     batch_size: int = 128  # texts per forward pass during extraction
     normalize: bool = True  # L2-normalise the text vectors
-    dtype: str = "float32"  # float32 | bfloat16 (GPU only)
+    dtype: str = "auto"  # auto: bfloat16 on a CUDA GPU that supports it, else float32 | float32 | bfloat16 (GPU only)
     template: str = "{text}"  # what the model reads, {text} being the item text: 'This item: "{text}". In one word:'
     center: bool = False  # subtract the catalogue's mean vector before normalising (frozen extraction)
 

@@ -32,7 +32,7 @@ import torch
 
 POOLINGS = ("cls", "mean", "last")
 DEFAULT_TEMPLATE = "{text}"  # the item text as it is
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 MODELS_ENV = "RECSYS_FEWSHOT_MODELS"  # a folder of local model copies (<root>/org/name), looked up before the hub
 DEFAULT_MODELS_ROOT = "~/.cache/recsys_fewshot/models"
@@ -351,11 +351,14 @@ class TextEncoder:
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
         self.normalize = bool(normalize)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype == "auto":  # bf16 autocast on a CUDA GPU that supports it; fp32 elsewhere (and in the cache key)
+            cuda = self.device.type == "cuda" and torch.cuda.is_available()
+            dtype = "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
         self.dtype = dtype
         self.template = template
         self._prefix, self._suffix = parse_template(template)
         self.center = bool(center)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.forward_calls = 0
         self._path = resolve_model_path(name_or_path)
         limit = _config_position_limit(self._path)

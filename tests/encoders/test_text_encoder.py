@@ -199,3 +199,9 @@ def test_matches_sentence_transformers_on_packaged_minilm():
     ref = st.SentenceTransformer(str(enc.path), device="cpu").encode(titles, convert_to_tensor=True)
     cosine = torch.nn.functional.cosine_similarity(ours, ref.cpu(), dim=1)
     assert cosine.min().item() >= 0.9999, cosine
+
+
+def test_dtype_auto_is_fp32_on_a_cpu_and_keys_the_cache_as_fp32(tiny_bert):
+    auto = TextEncoder(str(tiny_bert), dtype="auto", device="cpu")
+    assert auto.dtype == "float32"
+    assert auto.identity == TextEncoder(str(tiny_bert), dtype="float32", device="cpu").identity
