@@ -490,8 +490,9 @@ def build_training(cfg: DictConfig, run: Run, accelerator, run_dir: Optional[Pat
     # ranking negatives come from the items seen in training: held-out (cold) items stay unseen until scored
     loss_module = TaskLoss(model, run.task, t.num_negatives, negative_pool=prep.warm.nonzero().squeeze(-1))
     optimizer, scheduler = build_optimizer(cfg, loss_module, run.text, len(prep.train_users), accelerator)
-    users = torch.as_tensor(prep.train_users)
-    loader = batch_loader(users, torch.as_tensor(prep.train_items), torch.as_tensor(prep.train_targets),
+    # copies: the arrays may be read-only views of the cached Arrow tables (torch warns on those)
+    users, items, targets = (torch.tensor(x) for x in (prep.train_users, prep.train_items, prep.train_targets))
+    loader = batch_loader(users, items, targets,
                           batch_size=t.batch_size, shuffle=True, seed=cfg.seed,
                           groups=users if t.batching == "users" else None)
     monitor = monitor_of(cfg, run)
