@@ -18,7 +18,7 @@ import json, os, sys
 from pathlib import Path
 
 args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a and not a.startswith("-"))
-spec = json.loads(os.environ["FAKE_JOBS"])[args["experiment"]]
+spec = json.loads(os.environ["FAKE_JOBS"])[args.get("experiment") or args["protocol"]]
 if spec == "crash":  # the whole sweep fails before any job (e.g. a bad config)
     print("Error: fake crash", file=sys.stderr)
     sys.exit(1)
@@ -45,8 +45,8 @@ def fake_python(tmp_path: Path) -> Path:
     return wrapper
 
 
-def ctr_job(head: str, n: int, seed: int, auc: float | None, *extra: str) -> dict:
-    overrides = ["experiment=tallrec_movie", f"head={head}", f"split.n_shots={n}", f"split.seed={seed}",
+def ctr_job(model: str, n: int, seed: int, auc: float | None, *extra: str) -> dict:
+    overrides = ["protocol=tallrec_movie", f"model={model}", f"split.n_shots={n}", f"split.seed={seed}",
                  "split.valid=full", "logger=none", *extra]
     metrics = None if auc is None else {"test": {"auc": auc}, "valid": {"auc": auc}, "seconds": {"total": 1.0}}
     return {"overrides": overrides, "metrics": metrics}
