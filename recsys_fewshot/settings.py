@@ -94,6 +94,12 @@ def check_head(cfg: DictConfig, task: str) -> None:
                          f"the encoder; use peft=frozen (joint training works with head="
                          f"{', '.join(_heads_with('text_tower'))}; peft= trains the language model of head="
                          f"{', '.join(_heads_with('prompts'))})")
+    if build.peft_method(cfg).trains_encoder and caps.text_tower and not caps.prompts:
+        enc = cfg.encoder
+        if enc.get("template", "{text}") != "{text}" or enc.get("center", False):
+            raise ValueError(f"peft={cfg.peft.method} trains the text encoder on the plain item text: "
+                             "encoder.template and encoder.center apply to frozen extraction only; set "
+                             "encoder.template='{text}' encoder.center=false, or use peft=frozen")
     llm = cfg.get("llm")
     has_llm = llm is not None and llm.get("name_or_path") is not None
     if caps.prompts and not has_llm:

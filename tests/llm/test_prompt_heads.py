@@ -183,6 +183,8 @@ def test_prompt_heads_are_checked_before_anything_runs(tiny_lms):
         check_settings(compose("head=mf", "llm=smollm2-135m"))
     with pytest.raises(ValueError, match="supports task ctr"):
         check_settings(compose("head=llm", "llm=smollm2-135m", "task=rating", "eval.ranking=false"))
+    with pytest.raises(ValueError, match="encoder.template and encoder.center apply to frozen extraction only"):
+        check_settings(compose("encoder=gemma3-270m", "peft=lora"))
     check_settings(compose("model=llm_lora", "protocol=tallrec_movie"))
     check_settings(compose("model=llm_icl", "protocol=tallrec_movie"))
     check_settings(compose("model=hybrid", "protocol=tallrec_movie"))
