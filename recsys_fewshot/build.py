@@ -219,7 +219,7 @@ def language_model(cfg: DictConfig, n_train: int, accelerator, adapter: Optional
     method = peft_method(cfg)
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if adapter is not None and (Path(adapter) / peft_wrap.METHOD_FILE).is_file():
+    if adapter is not None and not (Path(adapter) / "llm.json").is_file():  # a trained model: its weights or an error
         module, method = peft_wrap.load(model, Path(adapter))
     elif method.trains_encoder and adapter is None:
         if spec.quantization != "none":
@@ -236,7 +236,7 @@ def language_model(cfg: DictConfig, n_train: int, accelerator, adapter: Optional
         from recsys_fewshot.config import resolve_cache_dir
         from recsys_fewshot.llm.score_cache import ScoreCache
 
-        lm.score_cache = ScoreCache(resolve_cache_dir(cfg.cache_dir), path)
+        lm.score_cache = ScoreCache(resolve_cache_dir(cfg.cache_dir), path, lm.numerics)
     log.info("llm %s (%s), peft=%s: %s parameters trainable", spec.name_or_path, path, method.name,
              lm.parameter_counts())
     return lm
@@ -264,6 +264,7 @@ def text_tower(cfg: DictConfig, spec, texts: list[str], n_train: int, accelerato
 def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
     """The `head=` recommender, built by Hydra's `_target_` with the data-derived arguments its constructor takes
     (`text`: the trainable text tower of joint training, or a prompt head's language model)."""
+    import numpy as np
     import torch
     from hydra.utils import instantiate
 
@@ -288,6 +289,12 @@ def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
         template = cfg.dataset.get("item_name") or cfg.dataset.text_template
         offered["item_names"] = render_texts(data.items, template, list(cfg.dataset.list_columns))
         offered["item_noun"] = cfg.dataset.get("item_noun") or "item"
+    if "sample_sources" in takes:  # the real user behind each sample (samples as users: data/tallrec.py)
+        import pandas as pd
+
+        users = data.users
+        offered["sample_sources"] = (pd.factorize(users["source_user"])[0] if "source_user" in users.columns
+                                     else np.arange(data.n_users))
     if "train_pairs" in takes:  # the training rows (in-context demonstrations are drawn from them)
         offered["train_pairs"] = tuple(torch.as_tensor(x.copy()) for x in
                                        (prep.train_users, prep.train_items, prep.train_targets))

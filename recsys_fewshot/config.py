@@ -8,6 +8,7 @@ type (``trainer.max_epochs=ten``) fails at composition, naming the key. An unkno
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -437,26 +438,56 @@ def saved_run_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
         schema = _option_schema(group, node.get(key), f"{group}.{key}", source)
         fields = {f.name for f in dataclasses.fields(schema)}
         out[group] = {"_target_": schema._target_, **{k: v for k, v in node.items() if k in fields and k != "_target_"}}
+    _check_targets(out, source)
     head = out.get("head")
-    if isinstance(head, dict) and str(head.get("_target_", "")).startswith("recsys_fewshot."):
+    if isinstance(head, dict) and head.get("_target_"):
         # runs saved when every head's config also held keys it ignored (e.g. head.dim of EASE): dropped, as then
         from recsys_fewshot.registry import head_keys
 
         keys = set(head_keys(head["_target_"]))
         out["head"] = {k: v for k, v in head.items() if k in keys or k == "_target_"}
-    _check_targets(out, source)
     return out
 
 
-def _check_targets(node: Any, source: str, path: str = "") -> None:
+def allowed_targets() -> dict[str, set[str]]:
+    """{key path: the `_target_`s this project's own options put there}: what a saved run's config may name.
+    A class or function of the package at another place (e.g. `tracking.write_text` as a data reader) is
+    refused, so a shared or downloaded run folder cannot run code through its config.yaml."""
+    import yaml
+
+    from recsys_fewshot.registry import CONF_DIR, head_options
+
+    out: dict[str, set[str]] = {"head": set(head_options().values()), "split": set(), "dataset.reader": set(),
+                                "optimizer": {OptimizerConfig._target_}, "peft": set(), "logger": set()}
+    for name, schema in SCHEMAS["split"].items():
+        if isinstance(getattr(schema, "_target_", None), str):
+            out["split"].add(schema._target_)
+    for schema in SCHEMAS["dataset"].values():
+        reader = schema.__dataclass_fields__.get("reader")
+        if reader is not None and reader.default_factory is not dataclasses.MISSING:
+            out["dataset.reader"].add(reader.default_factory()._target_)
+    for group, key in (("optimizer", "_target_"), ("peft", "_target_"), ("logger", "_target_"),
+                       ("split", "_target_"), ("dataset", "reader")):
+        for path in (CONF_DIR / group).glob("*.yaml"):
+            node = (yaml.safe_load(path.read_text()) or {}).get(key)
+            target = node.get("_target_") if isinstance(node, dict) else node
+            if isinstance(target, str):
+                out["dataset.reader" if group == "dataset" else group].add(target)
+    return out
+
+
+def _check_targets(node: Any, source: str, path: str = "", allowed: Optional[dict[str, set[str]]] = None) -> None:
+    allowed = allowed if allowed is not None else allowed_targets()
     if isinstance(node, dict):
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if key == "_target_" and not (isinstance(value, str) and value.startswith(TRUSTED_TARGETS)):
-                raise ValueError(f"{source}: {where}={value!r} names a class outside "
-                                 f"{', '.join(t.rstrip('.') for t in TRUSTED_TARGETS)}; a saved run's config is "
-                                 "only instantiated from this project's own classes")
-            _check_targets(value, source, where)
+            if key == "_target_":
+                ok = isinstance(value, str) and value.startswith(TRUSTED_TARGETS) and value in allowed.get(path, ())
+                if not ok:
+                    raise ValueError(f"{source}: {where}={value!r} is not one of the classes this project's own "
+                                     f"options put at {path or 'the top'} ({', '.join(sorted(allowed.get(path, ()))) or 'none'}); "
+                                     "a saved run's config is only instantiated from the project's own options")
+            _check_targets(value, source, where, allowed)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            _check_targets(value, source, f"{path}[{i}]")
+            _check_targets(value, source, f"{path}[{i}]", allowed)

@@ -116,7 +116,8 @@ def _rows(batch) -> int:
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """A copy of everything in `model`'s state dict that training can change (frozen weights left out)."""
-    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    # remove_duplicate=False: a tied weight (a causal LM's lm_head = its input embedding) is frozen under both names
+    frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
 
 

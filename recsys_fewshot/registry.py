@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -52,7 +53,7 @@ def _omegaconf_type(annotation: Any) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation in (int, float, bool, str):
         return annotation
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return Optional[_omegaconf_type(inner[0])]

@@ -100,6 +100,9 @@ def check_head(cfg: DictConfig, task: str) -> None:
             raise ValueError(f"peft={cfg.peft.method} trains the text encoder on the plain item text: "
                              "encoder.template and encoder.center apply to frozen extraction only; set "
                              "encoder.template='{text}' encoder.center=false, or use peft=frozen")
+    if caps.prompts and build.peft_method(cfg).prepended_positions() > 0:
+        raise ValueError(f"peft={cfg.peft.method} prepends virtual tokens, which the answer-position scorer of "
+                         f"head={name} does not read: use peft=lora (or adalora, ia3, bitfit, full)")
     llm = cfg.get("llm")
     has_llm = llm is not None and llm.get("name_or_path") is not None
     if caps.prompts and not has_llm:

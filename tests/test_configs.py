@@ -313,3 +313,18 @@ def test_a_saved_config_with_keys_its_head_ignored_loads_without_them():
     old = {"head": {"_target_": "recsys_fewshot.models.ease.EASE", "reg": 400.0, "dim": 64, "user_id": True}}
     assert saved_run_config(old, "config.yaml")["head"] == {"_target_": "recsys_fewshot.models.ease.EASE",
                                                              "reg": 400.0}
+
+
+@pytest.mark.parametrize("key,node", [
+    ("dataset", {"reader": {"_target_": "recsys_fewshot.tracking.write_text", "path": "/tmp/x.pth", "text": "x"}}),
+    ("split", {"_target_": "recsys_fewshot.results.clear_results", "run_dir": "/tmp"}),
+    ("head", {"_target_": "recsys_fewshot.tracking.write_json", "path": "/tmp/x", "obj": 1}),
+    ("optimizer", {"_target_": "torch.optim.lr_scheduler.LambdaLR"}),
+])
+def test_a_saved_config_may_only_name_the_classes_the_projects_own_options_use(key, node):
+    """A function of the package put where a reader, split or head belongs is refused: a shared run folder's
+    config.yaml cannot write or delete files through `evaluate`."""
+    from recsys_fewshot.config import saved_run_config
+
+    with pytest.raises(ValueError, match=r"config.yaml: .*_target_=.* is not one of the classes"):
+        saved_run_config({key: node}, "config.yaml")

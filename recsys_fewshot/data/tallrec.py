@@ -173,6 +173,9 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
         raise DataError(f"split.train_ratio + split.valid_ratio must be < 1 (the rest is test), got "
                         f"{train_ratio} + {valid_ratio}")
     inter = data.interactions
+    if "history" in inter.columns and recipe != "released":
+        raise DataError(f"split.recipe={recipe}: {data.name} holds ready-made samples; the recipe builds samples "
+                        "from ratings only (use split.recipe=released)")
     if "history" in inter.columns:
         samples, source = inter.reset_index(drop=True), "files"
         if "label" not in samples.columns:

@@ -192,6 +192,10 @@ class Full(PeftMethod, FullPeftConfig):
         for file in files:
             state.update(load_file(str(file)))
         result = model.load_state_dict(state, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or ())  # save_pretrained leaves out tied copies
+        result.missing_keys[:] = [k for k in result.missing_keys if k not in tied]
+        if tied and hasattr(model, "tie_weights"):
+            model.tie_weights()
         if result.missing_keys:
             raise KeyError(f"{folder}: fine-tuned weights lack {len(result.missing_keys)} tensors of the base "
                            f"encoder, e.g. {result.missing_keys[0]}")
@@ -224,6 +228,8 @@ class AdapterMethod(PeftMethod):
     def load(self, model: nn.Module, folder: Path) -> nn.Module:
         from peft import PeftModel
 
+        if not (Path(folder) / "adapter_model.safetensors").is_file():  # never a pickled adapter_model.bin
+            raise FileNotFoundError(f"{folder}: no adapter_model.safetensors (adapters load from safetensors only)")
         return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
 
 

@@ -134,6 +134,19 @@ class LanguageModel(nn.Module):
         self.prompts_scored = 0  # forward passes' prompts (not those the score cache answered)
         self.score_cache = None  # llm.score_cache.ScoreCache of a frozen model, set by the build path
 
+    def train(self, mode: bool = True) -> "LanguageModel":
+        """A frozen model stays in eval mode (no dropout) even while the head around it trains: its scores are
+        kept across epochs and runs."""
+        super().train(mode)
+        if not any(p.requires_grad for p in self.model.parameters()):
+            self.model.eval()
+        return self
+
+    @property
+    def numerics(self) -> str:
+        """What else a score depends on beside the model files and the prompt: weight dtype and autocast."""
+        return f"{next(self.model.parameters()).dtype}-{self.autocast}".replace("torch.", "")
+
     def set_answers(self, yes: str, no: str) -> None:
         """The tokens whose logits are compared (the head's `yes` / `no`): each must be one token."""
         self.yes_id = answer_token(self.tokenizer, yes, "head.yes")

@@ -6,7 +6,7 @@ inside the Alpaca template its LoRA scripts use); the answer is read at the posi
 placed before the query as further Input / Response pairs.
 
 A prompt longer than `max_length` tokens loses its oldest history items first (counted in
-`PromptBuilder.dropped_items`), then its last demonstrations; never the candidate.
+`PromptBuilder.dropped_items`), then its first (least relevant) demonstrations; never the candidate.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class PromptBuilder:
                 history.pop(0)  # the oldest item goes first
                 self.dropped_items += 1
             elif demos:
-                demos.pop()
+                demos.pop(0)  # the first: demonstrations are ordered least to most relevant
                 self.dropped_demos += 1
             else:
                 raise ValueError(f"the prompt of item {self.item_names[query.item]!r} alone takes "

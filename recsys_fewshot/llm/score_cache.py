@@ -19,13 +19,14 @@ FOLDER = "llm_scores"
 
 
 class ScoreCache:
-    def __init__(self, cache_dir: Path, model_path: Path):
+    def __init__(self, cache_dir: Path, model_path: Path, numerics: str = ""):
         from recsys_fewshot.encoders.text_encoder import DIGESTS_FILE, model_identity
 
         folder = Path(cache_dir) / FOLDER
         folder.mkdir(parents=True, exist_ok=True)
         identity = model_identity(Path(model_path), folder / DIGESTS_FILE)  # memoised: warm runs skip the hashing
-        self.file = folder / f"{identity[:32]}.sqlite"
+        variant = hashlib.sha256(numerics.encode()).hexdigest()[:8]  # weight dtype and autocast
+        self.file = folder / f"{identity[:32]}-{variant}.sqlite"
         self._db: Optional[sqlite3.Connection] = None
         self.hits = self.misses = 0
 

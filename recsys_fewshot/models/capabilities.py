@@ -15,7 +15,7 @@ from typing import Any, Optional, Union
 TASKS = ("rating", "ctr", "ranking")
 # arguments the build path passes to every head from the data (not config knobs)
 DATA_ARGS = ("n_users", "n_items", "item_features", "history", "warm_items", "known_users", "global_mean",
-             "item_text", "kg", "item_names", "item_noun", "llm", "train_pairs")
+             "item_text", "kg", "item_names", "item_noun", "llm", "train_pairs", "sample_sources")
 
 
 @dataclass(frozen=True)

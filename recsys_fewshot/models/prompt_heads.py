@@ -37,7 +37,8 @@ class PromptContext:
     """Histories as prompt samples, and the in-context demonstrations drawn from the training samples."""
 
     def __init__(self, history: UserHistory, item_names: Sequence[str], llm, noun: str, demonstrations: int,
-                 demo_selection: str, demo_seed: int, train_pairs, item_features: Optional[torch.Tensor]):
+                 demo_selection: str, demo_seed: int, train_pairs, item_features: Optional[torch.Tensor],
+                 sample_sources=None):
         from recsys_fewshot.llm.prompts import PromptBuilder
 
         if demonstrations < 0:
@@ -54,6 +55,10 @@ class PromptContext:
         self.train_history = history  # demonstrations read the training samples' own histories
         self.history = history
         self.features = None
+        # the real user each sample came from: a demonstration never comes from the query's own user (its copies
+        # under split.valid=none, its augmented siblings, which hold the query's candidate and label)
+        n_users = len(history.indptr) - 1
+        self.sources = np.arange(n_users) if sample_sources is None else np.asarray(sample_sources)
         if train_pairs is not None:
             users, items, labels = (np.asarray(torch.as_tensor(t).cpu()) for t in train_pairs)
             self.demo_users, self.demo_items, self.demo_labels = users, items, (labels > 0.5).astype(int)
@@ -73,7 +78,7 @@ class PromptContext:
     def demos(self, user: int, item: int) -> list:
         if not self.k:
             return []
-        allowed = np.flatnonzero(self.demo_users != user)  # never the query's own sample
+        allowed = np.flatnonzero(self.sources[self.demo_users] != self.sources[user])  # never the query's own user
         if self.selection == "random":
             rng = np.random.default_rng([self.seed, int(user), int(item)])
             chosen = rng.choice(allowed, size=min(self.k, len(allowed)), replace=False)
@@ -108,7 +113,7 @@ class PromptScorer(nn.Module):
 
     def __init__(self, n_users: int, n_items: int, history: Optional[UserHistory] = None,
                  item_features: Optional[torch.Tensor] = None, item_names: Optional[Sequence[str]] = None,
-                 item_noun: str = "item", llm: Optional[nn.Module] = None, train_pairs=None,
+                 item_noun: str = "item", llm: Optional[nn.Module] = None, train_pairs=None, sample_sources=None,
                  global_mean: float = 0.0,
                  demonstrations: int = 0,  # in-context examples (training samples with their answers) before each query
                  demo_selection: str = "random",  # random (seeded per query) | similar: nearest candidates by text vector
@@ -125,10 +130,10 @@ class PromptScorer(nn.Module):
         self.llm = llm
         self.llm.set_answers(yes, no)
         self.context = PromptContext(history, item_names, llm, item_noun, demonstrations, demo_selection,
-                                     demo_seed, train_pairs, item_features)
+                                     demo_seed, train_pairs, item_features, sample_sources)
         self.offset = nn.Parameter(torch.tensor(float(global_mean) if bias else 0.0), requires_grad=bias)
-        if not bias:  # nothing trainable (zero-shot, in context): lets the optimizer and the loop run, unused
-            self.anchor = nn.Parameter(torch.zeros(()))
+        if not bias and not any(p.requires_grad for p in llm.parameters()):
+            self.anchor = nn.Parameter(torch.zeros(()))  # nothing trains (zero-shot, in context): lets the loop run
 
     def set_history(self, history: UserHistory) -> None:
         self.context.history = history
@@ -154,7 +159,7 @@ class HybridCTR(FewShotCTR):
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, known_users: Optional[torch.Tensor] = None,
                  global_mean: float = 0.0, item_names: Optional[Sequence[str]] = None, item_noun: str = "item",
-                 llm: Optional[nn.Module] = None, train_pairs=None,
+                 llm: Optional[nn.Module] = None, train_pairs=None, sample_sources=None,
                  recency: float = 0.9,  # head=fewshot's knobs (see there)
                  prior_precision: float = 1.0,  # of the per-sample ability's prior
                  newton_steps: int = 5,  # steps of the per-sample MAP estimate
@@ -180,10 +185,11 @@ class HybridCTR(FewShotCTR):
         self.llm = llm
         self.llm.set_answers(yes, no)
         self.context = PromptContext(history, item_names, llm, item_noun, demonstrations, demo_selection,
-                                     demo_seed, train_pairs, item_features)
+                                     demo_seed, train_pairs, item_features, sample_sources)
         self.lm_weight = nn.Parameter(torch.tensor(0.0))
         self.l2_lm = l2_lm
         self._scores: dict[tuple[int, int, int], float] = {}  # frozen model: (history, sample, item) -> score
+        self._keyed: dict[int, UserHistory] = {}
 
     def set_history(self, history: UserHistory) -> None:
         super().set_history(history)
@@ -198,6 +204,7 @@ class HybridCTR(FewShotCTR):
         if not frozen:
             return self.llm.answer_scores(self.context.prompts(users, items))
         tag = id(self.context.history)
+        self._keyed[tag] = self.context.history  # held: its id cannot be reused while its scores are kept
         keys = [(tag, u, i) for u, i in zip(users.tolist(), items.tolist())]
         missing = [k for k in dict.fromkeys(keys) if k not in self._scores]
         if missing:

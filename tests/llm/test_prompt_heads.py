@@ -117,18 +117,22 @@ def test_the_scorer_learns_a_planted_rule(tmp_path, tiny_lms):
 
 
 @pytest.mark.slow
-def test_a_lora_scorer_saves_only_its_adapter_and_reloads_through_evaluate(tmp_path, tiny_lms):
+@pytest.mark.parametrize("peft", ["lora", "full"])
+def test_a_trained_scorer_saves_apart_and_reloads_through_evaluate(tmp_path, tiny_lms, peft):
+    """Gemma 3 ties its output embedding to its input embedding: a fully fine-tuned copy reloads all the same."""
     from safetensors.torch import load_file
 
     from recsys_fewshot.evaluate import evaluate_run
 
     data = write_genre_ctr_csv(tmp_path / "data", n_samples=60, history_len=2)
     run = tmp_path / "run"
-    out = run_job(run, *common(tmp_path, tiny_lms["gemma3"], data), "head=llm", "encoder=none", "peft=lora",
+    out = run_job(run, *common(tmp_path, tiny_lms["gemma3"], data), "head=llm", "encoder=none", f"peft={peft}",
                   "optimizer.lr=1e-2", "trainer.batch_size=8", "trainer.max_epochs=2")
     counts = out["training"]["encoder_parameters"]
-    assert out["training"]["peft"] == "lora" and 0 < counts["trainable"] < counts["total"] / 10
-    assert (run / "encoder" / "adapter_model.safetensors").is_file()
+    assert out["training"]["peft"] == peft
+    if peft == "lora":
+        assert 0 < counts["trainable"] < counts["total"] / 10
+        assert (run / "encoder" / "adapter_model.safetensors").is_file()
     assert not [k for k in load_file(str(run / "model.safetensors")) if k.startswith("llm.")]  # no LM weights
     again = evaluate_run(run)
     for name, value in out["test"].items():
@@ -183,6 +187,8 @@ def test_prompt_heads_are_checked_before_anything_runs(tiny_lms):
         check_settings(compose("head=mf", "llm=smollm2-135m"))
     with pytest.raises(ValueError, match="supports task ctr"):
         check_settings(compose("head=llm", "llm=smollm2-135m", "task=rating", "eval.ranking=false"))
+    with pytest.raises(ValueError, match="peft=prompt prepends virtual tokens"):
+        check_settings(compose("head=llm", "llm=smollm2-135m", "protocol=tallrec_movie", "peft=prompt"))
     with pytest.raises(ValueError, match="encoder.template and encoder.center apply to frozen extraction only"):
         check_settings(compose("encoder=gemma3-270m", "peft=lora"))
     check_settings(compose("model=llm_lora", "protocol=tallrec_movie"))
@@ -251,3 +257,55 @@ def test_a_frozen_models_answers_are_kept_across_runs_and_a_trained_ones_are_not
     assert demos["prompts"]["forward_prompts"] > 0
     lora = run_job(tmp_path / "lora", *args[:-2], "trainer.max_epochs=1", "peft=lora")
     assert "cache_hits" not in lora["prompts"]  # a trained model's answers change: never cached
+
+
+
+def test_a_frozen_model_scores_without_dropout_while_the_head_trains(tmp_path):
+    import json as _json
+
+    path = build_tiny_causal_lm(tmp_path / "drop", "llama")
+    config = _json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(_json.dumps({**config, "attention_dropout": 0.5}))
+    lm = language_model(path)
+    with torch.no_grad():
+        lm.eval()
+        quiet = lm.answer_scores(PROMPTS)
+        lm.train()  # the head around it trains: the frozen model must not
+        assert not lm.model.training
+        torch.testing.assert_close(lm.answer_scores(PROMPTS), quiet)
+
+
+def test_demonstrations_never_come_from_the_querys_own_user():
+    from recsys_fewshot.data.recdata import UserHistory
+    from recsys_fewshot.models.prompt_heads import PromptContext
+
+    class FakeLM:
+        max_length = 10_000
+        score_cache = None
+        prompts_scored = 0
+
+        def count_tokens(self, texts):
+            return [len(t.split()) for t in texts]
+
+    # samples 0-3 train (sources 0, 0, 1, 2); sample 4 (a valid copy of sample 0: source 0) is the query
+    hist = UserHistory.from_pairs(np.array([0, 1, 2, 3, 4]), np.array([1, 1, 2, 3, 1]), 5)
+    pairs = (torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 6, 7]), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    names = [f"item{k}" for k in range(8)]
+    features = torch.eye(8)
+    for selection in ("random", "similar"):
+        ctx = PromptContext(hist, names, FakeLM(), "movie", 2, selection, 0, pairs, features,
+                            sample_sources=np.array([0, 0, 1, 2, 0]))
+        for seed_item in (5, 6, 7):
+            chosen = {d.item for d in ctx.demos(4, seed_item)}
+            assert chosen <= {6, 7} and len(chosen) == 2  # never samples 0 or 1 (the query's user)
+
+
+def test_tied_weights_are_frozen_under_both_names():
+    from recsys_fewshot.engine import trainable_state
+
+    model = torch.nn.Module()
+    model.emb = torch.nn.Embedding(5, 3).requires_grad_(False)
+    model.head = torch.nn.Linear(3, 5, bias=False)
+    model.head.weight = model.emb.weight  # tied, as a causal LM's output embedding
+    model.adapter = torch.nn.Linear(3, 3)
+    assert set(trainable_state(model)) == {"adapter.weight", "adapter.bias"}
