@@ -52,8 +52,9 @@ def load_run_config(run_dir: Path, overrides: list[str]):
     return cfg
 
 
-def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
-    """{"valid": ..., "test": ...} metrics of the saved run in `run_dir`, recomputed."""
+def load_trained(run_dir: Path, overrides: Optional[list[str]] = None):
+    """(config, `build.Run`, accelerator) of the saved run in `run_dir`: the run rebuilt from its config (this
+    project's classes only) with its trained weights loaded; errors name the missing or mismatched file."""
     from accelerate.utils import set_seed
     from safetensors.torch import load_file
 
@@ -84,6 +85,12 @@ def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
                        f"unexpected {unexpected[:3]}")
     run.model.load_state_dict(saved, strict=False)
     run.model.to(accelerator.device)
+    return cfg, run, accelerator
+
+
+def evaluate_run(run_dir: Path, overrides: Optional[list[str]] = None) -> dict:
+    """{"valid": ..., "test": ...} metrics of the saved run in `run_dir`, recomputed."""
+    _, run, accelerator = load_trained(run_dir, overrides)
     valid, tested = run.evaluate(accelerator)
     return {"valid": valid, "test": tested.metrics}
 

@@ -101,6 +101,45 @@ def pointwise_metrics(spec: TaskSpec, frame: pd.DataFrame, scores: np.ndarray) -
 TIE_SEED = 0  # the permutation that orders tied scores in rankings
 
 
+def tie_order(n_items: int, candidates: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ranked, slot): the ranked items (all, or the `candidates`) in the fixed pseudo-random order their
+    columns are scored in, so topk's ties follow it; and item index -> its column (-1 outside the candidates)."""
+    ranked = np.arange(n_items) if candidates is None else np.asarray(candidates, np.int64)
+    ranked = ranked[torch.randperm(len(ranked), generator=torch.Generator().manual_seed(TIE_SEED)).numpy()]
+    slot = np.full(n_items, -1, np.int64)
+    slot[ranked] = np.arange(len(ranked))
+    return ranked, slot
+
+
+def candidate_scorer(model, items: torch.Tensor):
+    """users -> [len(users), len(items)] scores, the item side computed once where the model offers it."""
+    scorer = getattr(model, "candidate_scorer", None)
+    return scorer(items) if scorer is not None else (lambda u: model.score_candidates(u, items))
+
+
+def top_items(model, score, users: np.ndarray, exclude: UserHistory, ranked: np.ndarray, slot: np.ndarray,
+              k: int, device) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` best items of each of `users` (item indices, -1 where fewer are left) and their scores: `score`
+    (from `candidate_scorer` over the `ranked` columns of `tie_order`) with the user's `exclude` items
+    removed. Full ranking (metrics) and recommendations both rank through here. NaN or +inf scores stop
+    with an error naming the users."""
+    scores = score(torch.as_tensor(users, device=device)).float()
+    bad = torch.isnan(scores) | (scores == float("inf"))
+    if bad.any():
+        who = users[bad.any(1).nonzero()[:, 0].cpu().numpy()]
+        raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs "
+                                 f"as NaN or +inf, for {len(who)} users (first: {who[:5].tolist()}): rankings "
+                                 "need finite scores")
+    rows, cols = exclude.entries(users)
+    cols = slot[cols]
+    rows, cols = rows[cols >= 0], cols[cols >= 0]
+    scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
+    top = torch.topk(scores, min(k, len(ranked)), dim=1)
+    # an excluded item never counts, even when fewer than k items are left to rank
+    index = torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy()
+    return np.where(index >= 0, ranked[np.maximum(index, 0)], -1), top.values.cpu().numpy()
+
+
 @torch.no_grad()
 def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclude: UserHistory, n_items: int,
                ks: Sequence[int], chunk_size: int, accelerator,
@@ -117,36 +156,14 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
 
     k_max = max(ks)
     device = accelerator.device
-    ranked = np.arange(n_items) if candidates is None else np.asarray(candidates, np.int64)
-    # the columns are scored in a fixed pseudo-random order of the ranked items, so topk's ties follow it
-    ranked = ranked[torch.randperm(len(ranked), generator=torch.Generator().manual_seed(TIE_SEED)).numpy()]
-    slot = np.full(n_items, -1, np.int64)  # item index -> its column, -1 for items outside the candidates
-    slot[ranked] = np.arange(len(ranked))
-    all_items = torch.as_tensor(ranked, device=device)
-    n_ranked = len(ranked)
+    ranked, slot = tie_order(n_items, candidates)
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = np.arange(rank, len(users), world)
     parts: dict[str, list[np.ndarray]] = {}
-    scorer = getattr(model, "candidate_scorer", None)  # item side computed once for all chunks, where offered
-    score = scorer(all_items) if scorer is not None else (lambda u: model.score_candidates(u, all_items))
+    score = candidate_scorer(model, torch.as_tensor(ranked, device=device))
     for start in range(0, len(mine), chunk_size):
         idx = mine[start: start + chunk_size]
-        chunk = users[idx]
-        scores = score(torch.as_tensor(chunk, device=device)).float()
-        bad = torch.isnan(scores) | (scores == float("inf"))
-        if bad.any():
-            who = chunk[bad.any(1).nonzero()[:, 0].cpu().numpy()]
-            raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs "
-                                     f"as NaN or +inf, for {len(who)} users (first: {who[:5].tolist()}): rankings "
-                                     "need finite scores")
-        rows, cols = exclude.entries(chunk)
-        cols = slot[cols]
-        rows, cols = rows[cols >= 0], cols[cols >= 0]
-        scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] = float("-inf")
-        top = torch.topk(scores, min(k_max, n_ranked), dim=1)
-        # an excluded item never counts, even when fewer than k items are left to rank
-        top = torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy()
-        top = np.where(top >= 0, ranked[np.maximum(top, 0)], -1)
+        top, _ = top_items(model, score, users[idx], exclude, ranked, slot, k_max, device)
         if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
             top = np.pad(top, ((0, 0), (0, k_max - top.shape[1])), constant_values=-1)
         per_user = M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)

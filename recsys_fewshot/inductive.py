@@ -84,6 +84,11 @@ def _set_history(model, history: UserHistory) -> None:
         raise ValueError(f"{type(model).__name__} cannot take new user histories (no set_history)")
 
 
+def set_history(model, history: UserHistory) -> None:
+    """Show `history` to the model's user tower from now on (a loaded run served after training)."""
+    _set_history(model, history)
+
+
 @contextlib.contextmanager
 def using_history(model, history: Optional[UserHistory], restore: UserHistory) -> Iterator[None]:
     """Show `history` to the model's user tower inside the block (nothing to do when None)."""

@@ -3,8 +3,8 @@
 Files (each written atomically, see `tracking.write_*`):
 `metrics.json` (the summary), `config.yaml` (the config of these results), `model.safetensors` (head
 weights; the trainable encoder part under `encoder/`), `predictions.parquet` (test pairs and scores),
-`per_user.parquet` (per-user test ranking metrics, what `compare` pairs). `compare`, `report` and
-`evaluate` read them by the names below.
+`per_user.parquet` (per-user test ranking metrics, what `compare` pairs), `ids.parquet` (the raw user and
+item ids of the model's indices). `compare`, `report`, `evaluate` and `recommend` read them by the names below.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ RUN_CONFIG = "config.yaml"  # the config of the results beside it (.hydra/config
 WEIGHTS = "model.safetensors"
 ENCODER_DIR = "encoder"
 FAILURE = "failure.json"
-RESULT_FILES = (METRICS, FAILURE, WEIGHTS, PREDICTIONS, PER_USER, RUN_CONFIG)
+IDS = "ids.parquet"  # kind (user | item), index (the model's row), id (the data set's raw id)
+RESULT_FILES = (METRICS, FAILURE, WEIGHTS, PREDICTIONS, PER_USER, RUN_CONFIG, IDS)
 
 
 def clear_results(run_dir: Path) -> None:
@@ -93,6 +94,16 @@ def summary(run, *, seed: int, split_seed: Any, fit, monitor: str, valid: dict, 
     return out
 
 
+def id_map(data):
+    """The raw ids behind the model's user and item indices, as `ids.parquet` holds them."""
+    import numpy as np
+    import pandas as pd
+
+    parts = [pd.DataFrame({"kind": kind, "index": np.arange(len(ids), dtype=np.int64), "id": ids.astype(str)})
+             for kind, ids in (("user", data.user_raw_ids()), ("item", data.item_raw_ids()))]
+    return pd.concat(parts, ignore_index=True)
+
+
 def write_results(run_dir: Path, run, config_yaml: str, summary: dict, tested, head_state: dict,
                   save_predictions: bool) -> None:
     """Every result file of a finished run (main process only); metrics.json last, so its presence means
@@ -105,6 +116,7 @@ def write_results(run_dir: Path, run, config_yaml: str, summary: dict, tested, h
     data, test = run.data, run.split.test
     tracking.write_text(run_dir / RUN_CONFIG, config_yaml)  # what these results came from
     tracking.write_safetensors(run_dir / WEIGHTS, head_state)
+    tracking.write_parquet(run_dir / IDS, id_map(data))  # raw ids of the weights' rows (recommend reads them)
     if run.text is not None:
         run.text.save(run_dir / ENCODER_DIR)  # the adapter (save_pretrained), BitFit biases or whole encoder
     if save_predictions:

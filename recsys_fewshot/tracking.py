@@ -66,6 +66,11 @@ def write_parquet(path: Path, frame) -> Path:
     return _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def write_file(path: Path, write) -> Path:
+    """`write(tmp)` fills a temporary file beside `path` (e.g. in chunks), renamed onto `path` once complete."""
+    return _atomic(path, write)
+
+
 def write_safetensors(path: Path, tensors: dict) -> Path:
     from safetensors.torch import save_file
 
