@@ -222,12 +222,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # this command's own warnings (unknown ids skipped, k beyond the catalogue) always reach stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("recommend: %(message)s"))
+    log.addHandler(handler)
+    propagate, log.propagate = log.propagate, False
     try:
         return run(own, overrides)
     except (ServeError, OSError, ValueError, KeyError) as err:  # errors name the file, key or id: no traceback
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"recommend: {message}", file=sys.stderr)
         return 1
+    finally:
+        log.removeHandler(handler)
+        log.propagate = propagate
 
 
 if __name__ == "__main__":
