@@ -2,7 +2,10 @@
 
 A cache entry lives in ``<cache_dir>/recdata/<reader>-<key>/`` with ``tables/`` (a DatasetDict of
 interactions, items, users; folds are int8 columns ``fold:<name>`` of interactions, a CTR history
-is two list columns) and ``meta.json``. The key covers the reader version, the reader (its class and
+is two list columns), ``meta.json`` and ``digests.json`` (every other file's size and content digest,
+`cachefiles.digest_file`). The entry is written into a temp folder and renamed into place whole; each read
+checks the digests first, and an entry that fails (edited, truncated, unreadable) is named in a warning,
+removed and rebuilt from the raw files. The key covers the reader version, the reader (its class and
 options: `sources.Reader`), the folder's path and every input file's name, size, mtime, ctime and inode, so
 editing any raw file gives a new entry. A reader that declares `cached = False` is read every time.
 """
@@ -15,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,11 +26,14 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from recsys_fewshot import cachefiles
 from recsys_fewshot.data import sources
-from recsys_fewshot.data.recdata import DataError, RecData
+from recsys_fewshot.data.recdata import RecData
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = "2"  # bump when the on-disk layout below or what keys an entry changes (2: the reader's class)
+CACHE_FORMAT = "3"  # bump when the on-disk layout below or what keys an entry changes (2: the reader's class;
+# 3: digests.json)
+DIGESTS = "digests.json"
 _FOLD = "fold:"
 _HIST_ITEM, _HIST_RATING = "history:item", "history:rating"
 
@@ -65,9 +72,14 @@ def load_cached(reader: sources.Reader, folder: Path, cache_dir: Path | None) ->
     prefix = type(reader).__name__.lower()
     target = root / f"{prefix}-{cache_key(reader, folder, skip=Path(cache_dir).resolve())}"
     if target.is_dir():
-        return _load(target)
+        try:
+            return _load(target)
+        except CorruptEntry as err:
+            warnings.warn(f"the processed-table cache entry {target} is damaged: {err}; it is removed and "
+                          f"rebuilt from {folder}", RuntimeWarning, stacklevel=2)
+            _discard(target)
     data = reader.read(folder)
-    _sweep_stale_partials(root, prefix)
+    cachefiles.sweep(root.glob(f".{prefix}-*"))  # temp folders of writers killed before their rename
     try:
         _save(data, target)
     except OSError as err:  # a read-only or full cache: the tables are read, only not memoised
@@ -75,18 +87,47 @@ def load_cached(reader: sources.Reader, folder: Path, cache_dir: Path | None) ->
     return data
 
 
-def _sweep_stale_partials(root: Path, prefix: str, age_seconds: float = 3600.0) -> None:
-    """Remove temp folders of writers killed before their rename (older than `age_seconds`: not a live one)."""
-    import time
+class CorruptEntry(Exception):
+    """A cache entry whose files do not match their digests, or cannot be read; the message names the file."""
 
-    if not root.is_dir():
+
+def _discard(target: Path) -> None:
+    """Remove a damaged entry: renamed aside first (one atomic step, so that no other run reads it half
+    removed), then deleted; a concurrent run that already did either is fine."""
+    aside = target.parent / f".{target.name}{cachefiles.writer_tag()}damaged"
+    try:
+        os.rename(target, aside)
+    except OSError:
         return
-    for partial in root.glob(f".{prefix}-*"):
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _write_digests(entry: Path) -> None:
+    """``digests.json``: the size and content digest of every file of the entry (but itself)."""
+    files = {path.relative_to(entry).as_posix(): {"size": path.stat().st_size,
+                                                  "digest": cachefiles.digest_file(path)}
+             for path in sorted(entry.rglob("*")) if path.is_file()}
+    (entry / DIGESTS).write_text(json.dumps({"files": files}, indent=1))
+
+
+def verify(entry: Path) -> None:
+    """Raise `CorruptEntry` naming the first file of `entry` that is missing, of another size, or whose
+    bytes do not match the digest recorded when it was written."""
+    try:
+        listed = json.loads((entry / DIGESTS).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CorruptEntry(f"{entry / DIGESTS} is missing or unreadable ({err})") from err
+    for name, record in listed.items():
+        path = entry / name
         try:
-            if partial.is_dir() and time.time() - partial.stat().st_mtime > age_seconds:
-                shutil.rmtree(partial, ignore_errors=True)
-        except OSError:
-            pass
+            size = path.stat().st_size
+            if size != record["size"]:
+                raise CorruptEntry(f"{path} holds {size} bytes, {record['size']} were written (truncated "
+                                   "or edited)")
+            if not cachefiles.matches(record["digest"], lambda algorithm: cachefiles.digest_file(path, algorithm)):
+                raise CorruptEntry(f"{path} does not match the digest written with it (edited in place)")
+        except (OSError, KeyError, TypeError) as err:
+            raise CorruptEntry(f"{path} is unreadable ({err})") from err
 
 
 @contextmanager
@@ -118,7 +159,7 @@ def _save(data: RecData, target: Path) -> None:
         table = table.append_column(_HIST_RATING, pa.array([[float(r) for _, r in h] for h in history],
                                                            type=pa.list_(pa.float64())))
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}{cachefiles.writer_tag()}"))
     try:
         with _quiet_datasets() as datasets:
             tables = datasets.DatasetDict({
@@ -129,6 +170,7 @@ def _save(data: RecData, target: Path) -> None:
             tables.save_to_disk(str(tmp / "tables"))
         meta = {"name": data.name, "implicit": data.implicit, "folds": list(data.folds)}
         (tmp / "meta.json").write_text(json.dumps(meta))
+        _write_digests(tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must stay readable
         try:
             os.rename(tmp, target)
@@ -140,19 +182,21 @@ def _save(data: RecData, target: Path) -> None:
 
 
 def _load(target: Path) -> RecData:
+    """The entry's tables, once `verify` passed; `CorruptEntry` when it does not or they cannot be read."""
+    verify(target)
     try:
         meta = json.loads((target / "meta.json").read_text())
         tables = {name: _read_saved_table(target / "tables" / name) for name in ("interactions", "items", "users")}
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"cached tables in {target} are unreadable ({err}); delete that folder to rebuild") from err
-    inter = tables["interactions"].to_pandas()
-    folds = {name: inter.pop(_FOLD + name).to_numpy(np.int8) for name in meta["folds"]}
-    if _HIST_ITEM in inter.columns:
-        items, ratings = inter.pop(_HIST_ITEM), inter.pop(_HIST_RATING)
-        inter["history"] = pd.Series([list(zip(np.asarray(i).tolist(), np.asarray(r).tolist()))
-                                      for i, r in zip(items, ratings)], dtype=object, index=inter.index)
-    return RecData(meta["name"], inter, tables["items"].to_pandas(), tables["users"].to_pandas(), folds,
-                   implicit=meta["implicit"]).validate()
+        inter = tables["interactions"].to_pandas()
+        folds = {name: inter.pop(_FOLD + name).to_numpy(np.int8) for name in meta["folds"]}
+        if _HIST_ITEM in inter.columns:
+            items, ratings = inter.pop(_HIST_ITEM), inter.pop(_HIST_RATING)
+            inter["history"] = pd.Series([list(zip(np.asarray(i).tolist(), np.asarray(r).tolist()))
+                                          for i, r in zip(items, ratings)], dtype=object, index=inter.index)
+        return RecData(meta["name"], inter, tables["items"].to_pandas(), tables["users"].to_pandas(), folds,
+                       implicit=meta["implicit"]).validate()
+    except (OSError, ValueError, KeyError, TypeError) as err:  # DataError too: tables that break the invariants
+        raise CorruptEntry(f"its tables are unreadable ({type(err).__name__}: {err})") from err
 
 
 def _read_saved_table(folder: Path) -> Any:

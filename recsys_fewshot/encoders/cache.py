@@ -2,8 +2,11 @@
 
 Layout: ``<cache_dir>/embeddings/<encoder.identity[:16]>/<sha256>.safetensors``; each shard holds
 ``keys`` (uint8 ``[n, 16]``: the first 16 bytes of sha256(identity + "\\0" + text)) and ``vectors``
-(float32 ``[n, dim]``). A run looks every text up across the shards, encodes only the missing
-(distinct) texts and writes them as one new shard, atomically. Shards are never modified, so
+(float32 ``[n, dim]``), and in its header the digest of both tensors' bytes (`cachefiles.digest_bytes`),
+checked on every read. A run looks every text up across the shards, encodes only the missing
+(distinct) texts and writes them as one new shard, atomically. A shard that fails its check (edited in place,
+truncated, unreadable, or written before shards carried a digest) is named in a warning, its texts are encoded
+again and it is replaced; temp files of killed writers are swept (`cachefiles.sweep`). Shards are never modified, so
 concurrent runs can share a cache. A fully warm lookup never loads the model (nor imports
 ``transformers``). ``<cache_dir>/embeddings/file_digests.json`` memoises the sha256 of the model's files
 (the identity hashes them in full; see :func:`~recsys_fewshot.encoders.text_encoder.file_digests`).
@@ -15,6 +18,7 @@ every catalogue it appears in.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -23,11 +27,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
+from recsys_fewshot import cachefiles
 from recsys_fewshot.encoders.text_encoder import DIGESTS_FILE, TextEncoder
 
 KEY_BYTES = 16
+DIGEST_KEY = "digest"  # the shard header's metadata entry: digest of keys then vectors bytes
 
 
 def text_key(identity: str, text: str) -> bytes:
@@ -40,33 +46,54 @@ def cache_folder(cache_dir: Path, encoder: TextEncoder) -> Path:
     return Path(cache_dir) / "embeddings" / encoder.identity[:16]
 
 
+def _tensor_digest(keys: torch.Tensor, vectors: torch.Tensor, algorithm: str | None = None) -> str:
+    return cachefiles.digest_bytes(keys.contiguous().numpy().data, vectors.contiguous().numpy().data,
+                                   algorithm=algorithm)
+
+
+def _header_metadata(raw: bytes) -> dict:
+    """The ``__metadata__`` of a safetensors file's JSON header ({} when it has none)."""
+    length = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + length]).get("__metadata__") or {}
+
+
 def _read_shard(file: Path, dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(keys, vectors) of a shard, or None (with a warning) when it is unreadable or malformed."""
+    """(keys, vectors) of a shard, or None (with a warning) when it is unreadable, malformed or fails its
+    digest."""
     try:
-        tensors = load_file(str(file))
+        raw = file.read_bytes()
+        tensors = load(raw)
         keys, vectors = tensors["keys"], tensors["vectors"]
+        digest = _header_metadata(raw).get(DIGEST_KEY)
         problem = None
         if keys.dtype != torch.uint8 or keys.dim() != 2 or keys.shape[1] != KEY_BYTES:
             problem = f"keys is {keys.dtype} {list(keys.shape)}, expected uint8 [n, {KEY_BYTES}]"
         elif vectors.dtype != torch.float32 or list(vectors.shape) != [keys.shape[0], dim]:
             problem = f"vectors is {vectors.dtype} {list(vectors.shape)}, expected float32 [{keys.shape[0]}, {dim}]"
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        elif digest is None:
+            problem = "it carries no digest: written by an older version"
+        elif not cachefiles.matches(digest, lambda algorithm: _tensor_digest(keys, vectors, algorithm)):
+            problem = "its vectors do not match the digest written with them: edited in place"
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
         problem = f"{type(err).__name__}: {err}"
     if problem is not None:
-        warnings.warn(f"ignoring unreadable embedding cache shard {file} ({problem}); "
-                      "its texts are encoded again and it is removed", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"ignoring damaged embedding cache shard {file} ({problem}); "
+                      "its texts are encoded again and it is replaced", RuntimeWarning, stacklevel=3)
         return None
     return keys, vectors
 
 
 def _write_shard(folder: Path, keys: torch.Tensor, vectors: torch.Tensor) -> Path:
-    """Write one shard atomically (temp file in the same folder, then os.replace); its name is its key hash."""
+    """Write one shard atomically (temp file in the same folder, then os.replace); its name is its key hash,
+    its header holds the digest of its tensors."""
     folder.mkdir(parents=True, exist_ok=True)
+    keys, vectors = keys.contiguous(), vectors.contiguous()
     final = folder / f"{hashlib.sha256(keys.numpy().tobytes()).hexdigest()}.safetensors"
-    tmp = folder / f".{final.stem[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp = folder / f".{final.stem[:16]}{cachefiles.writer_tag()}{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(tmp, "xb") as fh:  # open() honours the umask (safetensors' save_file writes 0600 files)
-            fh.write(save({"keys": keys.contiguous(), "vectors": vectors.contiguous()}))
+            fh.write(save({"keys": keys, "vectors": vectors},
+                          metadata={DIGEST_KEY: _tensor_digest(keys, vectors)}))
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -94,6 +121,8 @@ def encode_cached(encoder: TextEncoder, texts: list[str],
     folder = None if cache_dir is None else cache_folder(cache_dir, encoder)
     keys = [text_key(encoder.identity, t) for t in distinct] if folder is not None else []
     bad_shards: list[Path] = []
+    if folder is not None and folder.is_dir():
+        cachefiles.sweep(folder.glob(".*.tmp"))  # leftovers of writers killed before their rename
     if folder is not None and folder.is_dir() and distinct:
         wanted = {key: i for i, key in enumerate(keys)}
         for file in sorted(folder.glob("*.safetensors")):

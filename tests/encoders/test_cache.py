@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 from recsys_fewshot.encoders.cache import cache_folder, encode_cached, text_key
 from recsys_fewshot.encoders.text_encoder import TextEncoder
@@ -140,3 +142,78 @@ def test_unwritable_cache_warns_and_still_returns_vectors(tiny_bert, tmp_path):
         vectors, stats = encode_cached(enc, TEXTS[:2], tmp_path)
     assert stats["misses"] == 2
     torch.testing.assert_close(vectors, enc.encode(TEXTS[:2]))
+
+
+# ---------------------------------------------------------------- shards checked on read
+def zero_vectors(shard: Path) -> None:
+    """Zero the vectors' bytes in place: same size, a valid file."""
+    raw = bytearray(shard.read_bytes())
+    length = int.from_bytes(raw[:8], "little")
+    start, end = json.loads(raw[8:8 + length])["vectors"]["data_offsets"]
+    raw[8 + length + start:8 + length + end] = bytes(end - start)
+    shard.write_bytes(bytes(raw))
+
+
+def random_bytes(shard: Path) -> None:
+    shard.write_bytes(np.random.default_rng(0).bytes(shard.stat().st_size))
+
+
+def legacy(shard: Path) -> None:
+    """The same tensors with no digest in the header (a shard written before shards carried one)."""
+    shard.write_bytes(save(load_file(str(shard))))
+
+
+DAMAGE = {"vectors zeroed in place": zero_vectors, "random bytes, same size": random_bytes,
+          "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+          "no digest": legacy}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_shard_is_named_reencoded_and_replaced(tiny_bert, tmp_path, damage):
+    enc = TextEncoder(str(tiny_bert))
+    clean, _ = encode_cached(enc, TEXTS, tmp_path)
+    (shard,) = shards(tmp_path, enc)
+    size = shard.stat().st_size
+    DAMAGE[damage](shard)
+    with pytest.warns(RuntimeWarning, match=f"damaged embedding cache shard {shard}"):
+        again, stats = encode_cached(enc, TEXTS, tmp_path)
+    assert (stats["hits"], stats["misses"]) == (0, len(TEXTS))
+    torch.testing.assert_close(again, clean)
+    assert shards(tmp_path, enc) == [shard] and shard.stat().st_size == size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # replaced by a whole shard: no warning any more
+        third, stats = encode_cached(enc, TEXTS, tmp_path)
+    assert stats["hits"] == len(TEXTS) and torch.equal(third, again)
+
+
+def test_shard_header_holds_the_digest_of_its_tensors(tiny_bert, tmp_path):
+    from safetensors import safe_open
+
+    from recsys_fewshot import cachefiles
+
+    enc = TextEncoder(str(tiny_bert))
+    encode_cached(enc, TEXTS[:3], tmp_path)
+    (shard,) = shards(tmp_path, enc)
+    with safe_open(str(shard), "pt") as fh:
+        digest = fh.metadata()["digest"]
+    tensors = load_file(str(shard))
+    assert digest == cachefiles.digest_bytes(tensors["keys"].numpy().tobytes(), tensors["vectors"].numpy().tobytes())
+
+
+def test_temp_files_of_killed_writers_are_swept(tiny_bert, tmp_path):
+    from recsys_fewshot import cachefiles
+
+    enc = TextEncoder(str(tiny_bert))
+    encode_cached(enc, TEXTS[:2], tmp_path)
+    folder = cache_folder(tmp_path, enc)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = cachefiles.writer_tag().split("h")[-1]
+    killed, live = folder / f".0123456789abcdef-w{dead.pid}h{host}1234abcd.tmp", folder / (
+        f".0123456789abcdef{cachefiles.writer_tag()}1234abcd.tmp")
+    old = folder / ".0123456789abcdef-5678.tmp"  # a temp of the old naming: swept by age only
+    for path in (killed, live, old):
+        path.write_bytes(b"")  # a writer killed before it wrote anything
+    os.utime(old, (0, 0))
+    _, stats = encode_cached(enc, TEXTS[:2], tmp_path)
+    assert stats["hits"] == 2 and not killed.exists() and not old.exists() and live.exists()
