@@ -39,11 +39,9 @@ def loaded(trained):
     return recsys_fewshot.load_run(trained)
 
 
-@pytest.mark.slow
-def test_top_k_is_what_the_evaluation_ranked(loaded, trained, monkeypatch):
-    """The lists the test metrics were computed on, user by user and in order, and the same metrics as the
-    per-user table training wrote."""
-    from recsys_fewshot import evaluation, metrics
+def evaluated_test_ranking(loaded, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    """(users, their ranked item indices) as the evaluation of the test part ranked them (`Run.evaluate`)."""
+    from recsys_fewshot import evaluation
 
     seen = []
     original = evaluation.top_items
@@ -57,7 +55,16 @@ def test_top_k_is_what_the_evaluation_ranked(loaded, trained, monkeypatch):
     loaded.run.evaluate(loaded.accelerator)  # valid, then test: one chunk each on this data
     monkeypatch.undo()
     assert len(seen) == 2
-    users, ranked = seen[-1]
+    return seen[-1]
+
+
+@pytest.mark.slow
+def test_top_k_is_what_the_evaluation_ranked(loaded, trained, monkeypatch):
+    """The lists the test metrics were computed on, user by user and in order, and the same metrics as the
+    per-user table training wrote."""
+    from recsys_fewshot import evaluation, metrics
+
+    users, ranked = evaluated_test_ranking(loaded, monkeypatch)
     raw = loaded.user_ids.to_numpy()[users]
     recs = loaded.recommend(raw, k=ranked.shape[1])
     assert recs["user_id"].nunique() == len(users)
@@ -234,3 +241,32 @@ def test_damaged_old_and_foreign_run_folders(trained, tmp_path, capsys):
     assert "no config.yaml or .hydra/config.yaml" in fails(tmp_path)
     assert "k=0: expected a whole number >= 1" in fails(trained, "k=0")
     assert "similar= and export= are separate" in fails(trained, "similar=[1]", f"export={tmp_path}")
+
+
+@pytest.mark.slow
+def test_a_ranking_run_of_a_head_without_towers(small_ml100k, tiny_bert, tmp_path, monkeypatch):
+    """head=ease (task=ranking, closed form): its recommendations are its test ranking too; similar items and
+    export fall back to the text vectors, and asking for the head's item vectors names what it lacks."""
+    import recsys_fewshot
+    from recsys_fewshot.models.capabilities import Capabilities
+    from recsys_fewshot.serving import ServeError
+
+    run = tmp_path / "run"
+    run_job(run, f"dataset.root={small_ml100k}", f"encoder.name_or_path={tiny_bert}", f"cache_dir={tmp_path / 'cache'}",
+            "logger=none", "trainer.progress=false", "trainer.cpu=true", "head=ease", "task=ranking")
+    loaded = recsys_fewshot.load_run(run)
+    assert loaded.task == "ranking" and loaded.vector_kinds() == ["text"]
+    users, ranked = evaluated_test_ranking(loaded, monkeypatch)
+    recs = loaded.recommend(loaded.user_ids.to_numpy()[users], k=ranked.shape[1])
+    lists = recs.groupby("user_id", sort=False)["item_id"].apply(list)
+    for user, row in zip(loaded.user_ids.to_numpy()[users], ranked):
+        assert lists[user] == loaded.item_ids.to_numpy()[row[row >= 0]].tolist()
+
+    assert len(loaded.similar_items(["1"], k=3)) == 3  # the text vectors
+    with pytest.raises(ServeError, match="vectors=model: head recsys_fewshot.models.ease.EASE has no item tower"):
+        loaded.similar_items(["1"], vectors="model")
+    record = loaded.export(tmp_path / "export")
+    assert list(record["matrices"]) == ["item_text"] and record["vector"] is None
+    monkeypatch.setattr(loaded, "capabilities", Capabilities(full_ranking=False))  # a prompt head's declaration
+    with pytest.raises(ServeError, match=r"scores \(user, item\) pairs only"):
+        loaded.recommend(["1"])
