@@ -8,7 +8,7 @@ evaluation (`evaluation.top_items`: the same exclusions, the same tie order), so
 are the list their test metrics were computed on.
 
 `similar_items` and `item_vectors` read the head's trained item vectors (its item tower: text projection
-plus ID embedding, for `head=mf`, `mlp`, `inductive`, `seq`, ...), or the frozen text vectors of the encoder
+plus ID embedding, for `head=mf`, `mlp` and `seq`), or the frozen text vectors of the encoder
 (`vectors="text"`, the only ones a head without an item tower has, e.g. `head=ease`).
 """
 
