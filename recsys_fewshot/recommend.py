@@ -215,6 +215,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__.strip())
+        return 0
     own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0] in OWN_KEYS}
     overrides = [a for a in args if a.split("=", 1)[0] not in OWN_KEYS]
     if "run_dir" not in own:

@@ -75,6 +75,7 @@ class TrainedRun:
         self.item_ids = pd.Index(data.item_raw_ids().astype(str), name="item_id")
         self.head = cfg.head._target_
         self.capabilities = capabilities_of(self.head)
+        self._ranking = None  # (ranked items, their columns, the candidate scorer), built by the first ranking
         run.model.eval()
 
     # --- what the run serves ---------------------------------------------------------------
@@ -141,12 +142,14 @@ class TrainedRun:
             log.warning("k=%d is more than the run's %d items: every candidate is returned", k, n_items)
         exclude = self.known_items(exclude_known)
         chunk_size = int(chunk_size or self.cfg.eval.chunk_size)
-        ranked, slot = tie_order(n_items)  # all items, in the evaluation's tie order
         model, short = self.run.model, 0
         user_ids, item_ids = self.user_ids.to_numpy(), self.item_ids.to_numpy()
         with self._history():
-            with torch.no_grad():
-                score = candidate_scorer(model, torch.as_tensor(ranked, device=self.device))
+            if self._ranking is None:  # the item side, once per loaded run (the weights never change here)
+                ranked, slot = tie_order(n_items)  # all items, in the evaluation's tie order
+                with torch.no_grad():
+                    self._ranking = ranked, slot, candidate_scorer(model, torch.as_tensor(ranked, device=self.device))
+            ranked, slot, score = self._ranking
             for start in range(0, len(users), chunk_size):
                 chunk = np.asarray(users[start: start + chunk_size], np.int64)
                 with torch.no_grad():
