@@ -26,7 +26,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from recsys_fewshot.serving import ServeError, check_k
+from recsys_fewshot.serving import UNKNOWN_CHOICES, VECTOR_KINDS, ServeError, check_k
 
 OWN_KEYS = ("run_dir", "users", "k", "out", "exclude_known", "unknown", "similar", "vectors", "export")
 FORMATS = (".parquet", ".csv", ".jsonl")
@@ -182,6 +182,10 @@ def run(own: dict[str, str], overrides: list[str]) -> int:
     out = check_out(own.get("out"))
     k = check_k(own.get("k", "10" if "similar" in own else "20"))
     unknown = own.get("unknown", "skip")
+    if unknown not in UNKNOWN_CHOICES:
+        raise ServeError(f"unknown={unknown}: expected skip or error")
+    if own.get("vectors", "model") not in VECTOR_KINDS:
+        raise ServeError(f"vectors={own['vectors']}: expected model or text")
     exclude = flag(own.get("exclude_known", "true"), "exclude_known")
     users = parse_ids(own.get("users", "all"), "users", "user_id")
     similar = parse_ids(own["similar"], "similar", "item_id") if "similar" in own else None

@@ -241,6 +241,22 @@ def test_damaged_old_and_foreign_run_folders(trained, tmp_path, capsys):
     assert "no config.yaml or .hydra/config.yaml" in fails(tmp_path)
     assert "k=0: expected a whole number >= 1" in fails(trained, "k=0")
     assert "similar= and export= are separate" in fails(trained, "similar=[1]", f"export={tmp_path}")
+    assert "unknown=maybe: expected skip or error" in fails(tmp_path / "never-read", "unknown=maybe")
+    assert "vectors=id: expected model or text" in fails(tmp_path / "never-read", "similar=[1]", "vectors=id")
+
+
+@pytest.mark.slow
+def test_cli_similar_items_from_a_file(trained, tmp_path, capsys):
+    from recsys_fewshot.recommend import main
+
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"item_id": 3}\n{"item_id": "404"}\n{"item_id": 5}\n')
+    out = tmp_path / "similar.csv"
+    assert main([f"run_dir={trained}", f"similar={items}", "k=3", "vectors=text", f"out={out}"]) == 0
+    assert "1 of 3 item ids are not in the run's data (404): skipped" in capsys.readouterr().err
+    found = pd.read_csv(out, dtype={"item_id": str, "similar_id": str})
+    assert found.columns.tolist() == ["item_id", "rank", "similar_id", "score"]
+    assert found["item_id"].tolist() == ["3"] * 3 + ["5"] * 3 and (found["item_id"] != found["similar_id"]).all()
 
 
 @pytest.mark.slow
