@@ -55,6 +55,14 @@ def tracker_of(cfg: DictConfig):
     return component(cfg.logger, "logger", "name")
 
 
+def data_folder(cfg: DictConfig) -> Path:
+    """`dataset.dir`, absolute (relative to the data root)."""
+    from recsys_fewshot.config import resolve_data_root
+
+    folder = Path(cfg.dataset.dir).expanduser()
+    return folder if folder.is_absolute() else resolve_data_root(cfg.dataset.root) / folder
+
+
 def load_data(cfg: DictConfig):
     from recsys_fewshot.config import resolve_cache_dir, resolve_data_root
     from recsys_fewshot.data.recdata import DataError
@@ -62,9 +70,7 @@ def load_data(cfg: DictConfig):
 
     source = reader(cfg)
     root = resolve_data_root(cfg.dataset.root)
-    folder = Path(cfg.dataset.dir).expanduser()
-    if not folder.is_absolute():
-        folder = root / folder
+    folder = data_folder(cfg)
     fetch = source.download  # how the reader installs missing files (MovieLens-100K: its checked download)
     if fetch is not None and not folder.exists() and folder == root / fetch.folder:
         folder = fetch.install(root)
@@ -86,9 +92,13 @@ def item_texts(cfg: DictConfig, data) -> Optional[list[str]]:
     """Every item's text, rendered once from `dataset.text_template` (None without an encoder)."""
     if cfg.encoder.name_or_path is None:
         return None
-    from recsys_fewshot.data.text import render_texts
+    from recsys_fewshot.data.text import check_text_coverage, render_texts
 
-    return render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
+    texts = render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
+    items_file = reader(cfg).items_file()
+    check_text_coverage(data.items, cfg.dataset.text_template, cfg.dataset.missing_text_limit,
+                        str(data_folder(cfg) / items_file) if items_file else f"dataset.dir={cfg.dataset.dir}")
+    return texts
 
 
 def item_vectors(spec, texts: Optional[list[str]], cache_dir: Path, accelerator) -> tuple[Optional[Any], dict]:

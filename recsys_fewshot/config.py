@@ -36,6 +36,7 @@ class MovieLens100KReaderConfig(ReaderConfig):
 @dataclass
 class CsvReaderConfig(ReaderConfig):
     _target_: str = "recsys_fewshot.data.sources.Csv"
+    rating_scale: Optional[list[float]] = None  # [low, high]: a rating outside is an error naming its file and line
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DatasetConfig:
     positive_threshold: float = 4.0  # rating >= this is "liked" (CTR label, ranking relevance, AUC)
     text_template: str = "{title}"  # str.format over the items table's columns
     list_columns: list[str] = field(default_factory=list)  # columns whose "|"-joined values read as "a, b"
+    missing_text_limit: float = 0.5  # share of items that may have no text (all template fields empty); 1.0: any
     default_fold: str = "given"  # the files' own split used by split=given
 
 

@@ -33,11 +33,13 @@ import pandas as pd
 from recsys_fewshot.config import AmazonUniSRecReaderConfig, CsvReaderConfig, MovieLens100KReaderConfig
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
 
-READER_VERSION = "2"  # bump when a reader's output or what it accepts changes (it keys the processed-table cache)
+READER_VERSION = "3"  # bump when a reader's output or what it accepts changes (it keys the processed-table cache)
+# 3: ratings checked (finite float32, the declared scale), ids respelled across files refused
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_MD5 = "6e47046882bad158b0efbb84cd5cb987"  # of u.data, from the release's provenance notes
 ML100K_FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+ML100K_SCALE = (1.0, 5.0)  # MovieLens ratings are whole stars 1..5
 UNISREC_MAX_HISTORY = 50  # UniSRec truncates every history list to its last 50 items
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)(?P<tail>(?:\s*\([^()]*\))*)\s*$")
 
@@ -63,6 +65,75 @@ def _numbers(values: pd.Series, path: Path, column: str, first_line: int, intege
         raise DataError(f"{path}: column {column!r} line {first_line + i}: "
                         f"expected a{'n integer' if integer else ' number'}, got {values.iloc[i]!r}")
     return out
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_ratings(values: np.ndarray, path: Path, column: str, first_line: int,
+                  scale: tuple[float, float] | None = None, where: str = "") -> None:
+    """Parsed ratings (float64, finite) must fit in float32 and, when the data declares a scale, lie in it:
+    else DataError at the first bad line (`where` names what declares the scale)."""
+    values = np.asarray(values, dtype=np.float64)
+    huge = np.abs(values) > _FLOAT32_MAX
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise DataError(f"{path}: column {column!r} line {first_line + i}: {values[i]:g} is not a finite float32 "
+                        f"(largest magnitude {_FLOAT32_MAX:.4g}); ratings are stored as float32")
+    if scale is not None:
+        low, high = scale
+        outside = (values < low) | (values > high)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise DataError(f"{path}: column {column!r} line {first_line + i}: rating {values[i]:g} is outside "
+                            f"the scale [{low:g}, {high:g}]{where}")
+
+
+def rating_scale(value: Any, key: str) -> tuple[float, float] | None:
+    """A declared scale ``[low, high]`` (None: undeclared); DataError naming `key` when malformed."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{key}={value!r}: expected [low, high], e.g. [1, 5]") from err
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
+        raise DataError(f"{key}={value!r}: expected finite low <= high, e.g. [1, 5]")
+    return low, high
+
+
+def canonical_ids(raw: pd.Series) -> pd.Series:
+    """Each id as a number prints, for ids that parse as one (``1.0``, ``01``, ``1e0`` -> ``1``), else itself."""
+    text = raw.astype(str).str.strip()
+    number = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    whole = np.isfinite(number) & (number == np.round(number)) & (np.abs(number) < 2.0**53)
+    out = text.to_numpy(dtype=object).copy()
+    out[whole] = [str(int(v)) for v in number[whole]]
+    fractional = np.isfinite(number) & ~whole
+    out[fractional] = [repr(float(v)) for v in number[fractional]]
+    return pd.Series(out, index=raw.index, dtype=object)
+
+
+def refuse_respelled_ids(column: str, sources: list[tuple[Path, pd.Series, np.ndarray]]) -> None:
+    """Ids compare as written, so ``1`` in items.csv and ``1.0`` in train.csv would be two items: DataError
+    naming both files, lines and spellings when two distinct ids are the same number.
+
+    `sources`: (file, its raw ids, each id's line number)."""
+    if not sources:
+        return
+    table = pd.concat([pd.DataFrame({"raw": ids.astype(str).to_numpy(), "file": k, "line": np.asarray(lines)})
+                       for k, (_, ids, lines) in enumerate(sources)], ignore_index=True)
+    table = table.drop_duplicates("raw")  # each spelling where it first occurs
+    table["canon"] = canonical_ids(table["raw"]).to_numpy()
+    clash = table["canon"].duplicated(keep=False).to_numpy()
+    if not clash.any():
+        return
+    first = table[clash]
+    first = first[first["canon"] == first["canon"].iloc[0]].iloc[:2]
+    (a, b) = [(sources[int(r.file)][0], int(r.line), r.raw) for r in first.itertuples()]
+    raise DataError(f"{b[0]} line {b[1]}: {column} {b[2]!r} and {a[0]} line {a[1]}: {column} {a[2]!r} are the same "
+                    f"number written two ways; ids are compared as written, so they would be two different ids. "
+                    f"Write each id the same way in every file (e.g. {a[2]!r} in both)")
 
 
 # ---------------------------------------------------------------- MovieLens 100K
@@ -119,6 +190,8 @@ def read_ml100k(folder: Path) -> RecData:
     """MovieLens 100K: ratings, item/user tables, and every base/test pair present as a fold."""
     folder = Path(folder)
     ratings = _read_ml_ratings(folder / "u.data")
+    check_ratings(ratings["rating"].to_numpy(), folder / "u.data", "rating", 1, ML100K_SCALE,
+                  " of MovieLens (whole stars)")
 
     genre_rows = _read_pipe_lines(folder / "u.genre", 2)
     flags = _numbers(pd.Series([r[1] for r in genre_rows]), folder / "u.genre", "index", 1, integer=True)
@@ -299,6 +372,7 @@ def _attach(known: pd.Index, table: pd.DataFrame | None, key: str, index_col: st
 
 
 def _parse_history(values: pd.Series, path: Path) -> tuple[list[list[str]], list[list[float]]]:
+    """``item_id:rating`` tokens of each row (ratings finite in float32); DataError at the first bad token."""
     ids, ratings = [], []
     for i, text in enumerate(values):
         row_ids, row_ratings = [], []
@@ -308,9 +382,9 @@ def _parse_history(values: pd.Series, path: Path) -> tuple[list[list[str]], list
                 value = float(rating)
             except ValueError:
                 value = float("nan")
-            if not sep or not item_id or not np.isfinite(value):
+            if not sep or not item_id or not np.isfinite(value) or abs(value) > _FLOAT32_MAX:
                 raise DataError(f"{path}: column 'history' line {i + 2}: malformed token {token!r} "
-                                "(expected item_id:rating)")
+                                "(expected item_id:rating, the rating a finite float32)")
             row_ids.append(item_id)
             row_ratings.append(value)
         ids.append(row_ids)
@@ -350,8 +424,11 @@ def _refuse_repeated_pairs(interactions: pd.DataFrame, parts: list[tuple[Path, i
                     "the data is implicit (repeat consumption)")
 
 
-def read_csv_dir(folder: Path) -> RecData:
-    """The plain CSV format: ``interactions.csv`` (no fold) or ``train/[valid/]test.csv`` (fold ``given``)."""
+def read_csv_dir(folder: Path, scale: tuple[float, float] | None = None) -> RecData:
+    """The plain CSV format: ``interactions.csv`` (no fold) or ``train/[valid/]test.csv`` (fold ``given``).
+
+    Ratings must be finite in float32 and, with a `scale` (``dataset.reader.rating_scale``), lie in it. An id
+    written two ways (``1`` in items.csv, ``1.0`` in train.csv) is refused naming both files."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"CSV data folder {folder} does not exist")
@@ -383,6 +460,7 @@ def read_csv_dir(folder: Path) -> RecData:
 
     items_table = _id_table(folder / "items.csv", "item_id", "item")
     users_table = _id_table(folder / "users.csv", "user_id", "user")
+    _refuse_respelled_csv_ids(parts, frames, items_table, users_table, folder)
     item_known = None if items_table is None else pd.Index(items_table["item_id"], dtype=object)
     user_known = None if users_table is None else pd.Index(users_table["user_id"], dtype=object)
 
@@ -393,8 +471,10 @@ def read_csv_dir(folder: Path) -> RecData:
         items, item_known = remap_ids(frame["item_id"], item_known)
         columns["user"].append(users)
         columns["item"].append(items)
-        columns["rating"].append(_numbers(frame["rating"], path, "rating", 2) if "rating" in present
-                                 else np.full(len(frame), np.nan))
+        if "rating" in present:
+            ratings = _numbers(frame["rating"], path, "rating", 2)
+            check_ratings(ratings, path, "rating", 2, scale, " (dataset.reader.rating_scale)")
+        columns["rating"].append(ratings if "rating" in present else np.full(len(frame), np.nan))
         ts = (_numbers(frame["timestamp"], path, "timestamp", 2, integer=True, allow_empty=True)
               if "timestamp" in present else np.full(len(frame), np.nan))
         columns["timestamp"].append(np.where(np.isfinite(ts), ts, -1))
@@ -435,6 +515,29 @@ def read_csv_dir(folder: Path) -> RecData:
         _attach(user_known, users_table, "user_id", "user"),
         folds, implicit="rating" not in present,
     ).validate()
+
+
+def _refuse_respelled_csv_ids(parts: list[tuple[Path, int | None]], frames: list[pd.DataFrame],
+                              items_table: pd.DataFrame | None, users_table: pd.DataFrame | None,
+                              folder: Path) -> None:
+    """`refuse_respelled_ids` over every file of a CSV folder: item ids (items.csv, the parts, their
+    histories) and user ids (users.csv, the parts)."""
+    items: list[tuple[Path, pd.Series, np.ndarray]] = []
+    users: list[tuple[Path, pd.Series, np.ndarray]] = []
+    for table, key, out, name in ((items_table, "item_id", items, "items.csv"),
+                                  (users_table, "user_id", users, "users.csv")):
+        if table is not None:
+            out.append((folder / name, table[key], np.arange(len(table)) + 2))
+    for (path, _), frame in zip(parts, frames):
+        lines = np.arange(len(frame)) + 2
+        items.append((path, frame["item_id"], lines))
+        users.append((path, frame["user_id"], lines))
+        if "history" in frame.columns:
+            tokens = frame["history"].str.split()
+            flat = pd.Series([t.rpartition(":")[0] for row in tokens for t in row], dtype=object)
+            items.append((path, flat, np.repeat(lines, tokens.str.len().to_numpy())))
+    refuse_respelled_ids("item_id", items)
+    refuse_respelled_ids("user_id", users)
 
 
 # ---------------------------------------------------------------- Amazon (UniSRec atomic files)
@@ -481,6 +584,9 @@ def read_amazon_unisrec(folder: Path, name: str = "Scientific") -> RecData:
     texts = pd.read_csv(text_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
     if list(texts.columns) != ["item_id:token", "text:token_seq"]:
         raise DataError(f"{text_path}: header should be item_id:token / text:token_seq")
+    refuse_respelled_ids("item id", [(folder / f"{name}.item2index", pd.Series(item_ids, dtype=object),
+                                      np.arange(len(item_ids)) + 1),
+                                     (text_path, texts["item_id:token"].str.strip(), np.arange(len(texts)) + 2)])
     text_of = dict(zip(texts["item_id:token"].str.strip(), texts["text:token_seq"].str.strip()))
 
     # rows[user] = [(history length, order key, history, target, fold code)]
@@ -541,6 +647,10 @@ class Reader:
     def read(self, folder: Path) -> RecData:
         raise NotImplementedError
 
+    def items_file(self) -> str:
+        """The file the items' text columns come from (named when items lack text), "" when not one file."""
+        return ""
+
     def options(self) -> dict[str, Any]:
         """The reader's options (its fields but `_target_`), as they key the processed-table cache."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_target_"}
@@ -557,12 +667,21 @@ class MovieLens100K(Reader, MovieLens100KReaderConfig):
     def read(self, folder: Path) -> RecData:
         return read_ml100k(folder)
 
+    def items_file(self) -> str:
+        return "u.item"
+
 
 class Csv(Reader, CsvReaderConfig):
     def read(self, folder: Path) -> RecData:
-        return read_csv_dir(folder)
+        return read_csv_dir(folder, rating_scale(self.rating_scale, "dataset.reader.rating_scale"))
+
+    def items_file(self) -> str:
+        return "items.csv"
 
 
 class AmazonUniSRec(Reader, AmazonUniSRecReaderConfig):
     def read(self, folder: Path) -> RecData:
         return read_amazon_unisrec(folder, self.name)
+
+    def items_file(self) -> str:
+        return f"{self.name}.text"

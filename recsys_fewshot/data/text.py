@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import warnings
 from typing import Sequence
 
 import pandas as pd
@@ -57,3 +58,29 @@ def render_texts(items: pd.DataFrame, template: str, list_columns: Sequence[str]
         text = _SPACES.sub(" ", text).strip()
         texts.append(text)
     return texts
+
+
+def check_text_coverage(items: pd.DataFrame, template: str, limit: float, source: str) -> int:
+    """Count the items whose every `template` field is empty (each would be encoded from the empty string):
+    DataError when they are more than `limit` (a share of the catalogue), a warning when there are some.
+    `source` names where the items' text comes from (a file). Returns the count."""
+    if not 0.0 <= limit <= 1.0:
+        raise DataError(f"dataset.missing_text_limit={limit}: expected a share of the items, in [0, 1]")
+    fields = [f for f in template_fields(template) if f in items.columns]
+    if not len(items) or not fields:
+        return 0
+    empty = pd.Series(True, index=items.index)
+    for name in fields:
+        empty &= items[name].fillna("").astype(str).str.strip().eq("")
+    missing = int(empty.sum())
+    if not missing:
+        return 0
+    examples = ", ".join(repr(str(i)) for i in items.loc[empty, "item_id"].head(3)) if "item_id" in items else ""
+    message = (f"{source}: {missing} of {len(items)} items ({missing / len(items):.0%}) have no text (every field "
+               f"of dataset.text_template={template!r} is empty{', e.g. item_id ' + examples if examples else ''}); "
+               "each is encoded from the empty string, so the encoder cannot tell them apart")
+    if missing > limit * len(items):
+        raise DataError(f"{message}. That is more than dataset.missing_text_limit={limit:g} of the catalogue: give "
+                        "those items their text, or raise dataset.missing_text_limit (1.0 allows any)")
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return missing
