@@ -101,14 +101,14 @@ class TrainedRun:
         from recsys_fewshot.data.recdata import UserHistory
 
         n_users = self.run.data.n_users
-        if exclude_known is True:
-            return self.run.prep.exclude_test
-        if exclude_known == "all":
+        if isinstance(exclude_known, str):
+            if exclude_known != "all":
+                raise ServeError(f"exclude_known={exclude_known!r}: expected true, false or all")
             rows = self.run.data.interactions
             return UserHistory.from_pairs(rows["user"].to_numpy(np.int64), rows["item"].to_numpy(np.int64), n_users)
-        if exclude_known is False:
-            return UserHistory.from_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), n_users)
-        raise ServeError(f"exclude_known={exclude_known!r}: expected true, false or all")
+        if exclude_known:
+            return self.run.prep.exclude_test
+        return UserHistory.from_pairs(np.zeros(0, np.int64), np.zeros(0, np.int64), n_users)
 
     def users(self, users: Union[str, Iterable[Any], None] = "all", unknown: str = "skip") -> np.ndarray:
         """Model indices of raw user ids ("all" or None: every user of the run's data)."""
