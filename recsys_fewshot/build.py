@@ -530,6 +530,7 @@ def build_training(cfg: DictConfig, run: Run, accelerator, run_dir: Optional[Pat
         checkpoint_dir=run_dir / checkpoint.FOLDER if run_dir is not None else None,
         checkpoint_every=t.checkpoint_every,
         resume_from=checkpoint.resolve(t.resume, run_dir) if run_dir is not None else None,
+        resume_rng=t.get("resume_rng", "strict"),
         epoch_extras=kg_epoch if kg is not None else None,
         config=checkpoint.config_fingerprint(cfg) if run_dir is not None else None)
     return Training(loss_module, optimizer, scheduler, loader, monitor,

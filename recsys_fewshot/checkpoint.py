@@ -15,13 +15,20 @@ the restored weights, optimizer state and batch order would silently belong to a
 resumed run may change (``RESUMABLE_CHANGES``: more epochs, patience, logging, evaluation, where the data
 and caches live, the device) are left out of the comparison.
 
-``RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT=N`` (tests) kills the process with SIGKILL right after its N-th
-checkpoint, which is what an out-of-time cluster job looks like.
+Each process's RNG states (Accelerate's ``random_states_<process>.pkl``) must be readable for the resumed run
+to draw what the uninterrupted one would have drawn: a missing or unreadable one is refused
+(``trainer.resume_rng=strict``, the default) or, with ``trainer.resume_rng=warn``, reported while the run goes on
+with the RNG it has. A checkpoint file that cannot be read (a truncated ``model.safetensors``, a corrupt
+``loop.json``) is named in the error.
+
+``RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT=N`` (tests) kills the process right after its N-th checkpoint, with SIGKILL
+(what an out-of-time cluster job looks like) or ``RECSYS_FEWSHOT_KILL_SIGNAL`` (e.g. INT: a Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -35,9 +42,13 @@ FOLDER = "checkpoints"
 LOOP_JSON = "loop.json"
 LOOP_TENSORS = "loop.safetensors"
 KILL_ENV = "RECSYS_FEWSHOT_KILL_AFTER_CHECKPOINT"
+KILL_SIGNAL_ENV = "RECSYS_FEWSHOT_KILL_SIGNAL"
+RNG_FILE = "random_states_{}.pkl"  # Accelerate's RNG_STATE_NAME, one per process
+RESUME_RNG = ("strict", "warn")
+log = logging.getLogger(__name__)
 _saved = 0
 # dotted keys (and their subtrees) a resumed run may change without becoming another experiment
-RESUMABLE_CHANGES = ("trainer.resume", "trainer.max_epochs", "trainer.patience", "trainer.progress",
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.resume_rng", "trainer.max_epochs", "trainer.patience", "trainer.progress",
                      "trainer.checkpoint_every", "trainer.eval_batch_size", "trainer.cpu", "logger", "eval",
                      "cache_dir", "dataset.root", "dataset.dir", "kg.path", "encoder.batch_size",
                      "optimizer.fused", "save_predictions", "optimized_metric", "hydra")
@@ -110,14 +121,93 @@ def resolve(resume: Optional[str], run_dir: Path) -> Optional[Path]:
     return found
 
 
+def read_loop(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``loop.json``; an unreadable one is named."""
+    path = Path(folder) / LOOP_JSON
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"trainer.resume: cannot read {path} ({type(err).__name__}: {err}): the checkpoint is "
+                         "damaged; resume from another checkpoint or start a new run directory (trainer.resume=null)"
+                         ) from err
+
+
+def unreadable_files(folder: Path, processes: range | None = None) -> list[str]:
+    """`folder`'s files that cannot be read: safetensors headers (a truncated file fails here) and the RNG
+    states of `processes` (missing ones too)."""
+    from safetensors import safe_open
+
+    bad = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+            bad.append(f"{path} ({_short(err)})")
+    for index in processes or ():
+        reason = rng_problem(Path(folder), index)
+        if reason:
+            bad.append(reason)
+    return bad
+
+
+def rng_problem(folder: Path, index: int) -> Optional[str]:
+    """Why process `index`'s RNG states in `folder` cannot be restored, or None."""
+    from accelerate.utils import load
+
+    path = Path(folder) / RNG_FILE.format(index)
+    if not path.is_file():
+        return f"{path} (missing)"
+    try:
+        with warnings.catch_warnings():  # torch's note on the pickle protocol: this file is read again below
+            warnings.simplefilter("ignore", UserWarning)
+            states = load(path)
+        if not isinstance(states["torch_manual_seed"], torch.Tensor) or "random_state" not in states:
+            raise ValueError("not Accelerate's RNG states")
+    except Exception as err:  # noqa: BLE001 - a pickle can fail in many ways
+        return f"{path} ({_short(err)})"
+    return None
+
+
+def _short(err: BaseException) -> str:
+    """An error's type and first line (torch's unpickling errors run to a page)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text[:160]}"
+
+
+def check_rng(folder: Path, processes: range, mode: str) -> None:
+    """The RNG states of `processes` in `folder`: refused when missing or unreadable (`mode` strict), else a warning."""
+    if mode not in RESUME_RNG:
+        raise ValueError(f"trainer.resume_rng={mode!r}: expected {' or '.join(RESUME_RNG)}")
+    problems = [p for p in (rng_problem(folder, i) for i in processes) if p]
+    if not problems:
+        return
+    text = (f"trainer.resume: the random number generator states of {folder} cannot be restored: "
+            f"{'; '.join(problems)}")
+    if mode == "strict":
+        raise ValueError(f"{text}. The resumed run would draw other dropout masks and negatives than the "
+                         "uninterrupted one: resume from another checkpoint, or set trainer.resume_rng=warn to "
+                         "go on without them")
+    log.warning("%s; going on with the RNG states this run was seeded with (trainer.resume_rng=warn): the "
+                "results will differ from an uninterrupted run", text)
+
+
 def preflight(resume: Optional[str], run_dir: Path, cfg) -> None:
-    """Before any work: the checkpoint `resume` points at exists and was saved under `cfg`'s configuration."""
+    """Before any work: the checkpoint `resume` points at exists, can be read and was saved under `cfg`'s
+    configuration."""
     with warnings.catch_warnings():  # "starting fresh" is said once, when training starts
         warnings.simplefilter("ignore", RuntimeWarning)
         found = resolve(resume, run_dir)
     if found is not None:
-        saved = json.loads((found / LOOP_JSON).read_text()).get("config")
-        check_config(saved, config_fingerprint(cfg), found)
+        loop = read_loop(found)
+        check_config(loop.get("config"), config_fingerprint(cfg), found)
+        bad = unreadable_files(found)
+        if bad:
+            raise ValueError(f"trainer.resume: {found} holds files that cannot be read: {'; '.join(bad)}. Resume "
+                             "from another checkpoint or start a new run directory (trainer.resume=null)")
+        mode = cfg.trainer.get("resume_rng", "strict")
+        if mode != "warn":  # strict, or a wrong value (refused by check_rng); warn: said once, when loading
+            check_rng(found, range(loop.get("num_processes", 1)), mode)
 
 
 def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
@@ -148,25 +238,44 @@ def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict
     _saved += 1
     kill_after = os.environ.get(KILL_ENV)
     if kill_after and _saved >= int(kill_after):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get(KILL_SIGNAL_ENV, "KILL")))
     return final
 
 
-def load(accelerator, folder: Path, config: Optional[dict[str, Any]] = None
+def load(accelerator, folder: Path, config: Optional[dict[str, Any]] = None, resume_rng: str = "strict"
          ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore what Accelerate saved into the prepared objects; returns (loop state, loop tensors).
-    `config`: this run's ``config_fingerprint``, checked against the one saved (nothing is restored on a mismatch)."""
+    `config`: this run's ``config_fingerprint``, checked against the one saved (nothing is restored on a mismatch);
+    `resume_rng`: what a missing or unreadable RNG state does (`check_rng`)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    loop = json.loads((folder / LOOP_JSON).read_text())
+    loop = read_loop(folder)
     check_config(loop.get("config"), config, folder)
     saved_by = loop.get("num_processes", accelerator.num_processes)
     if saved_by != accelerator.num_processes:  # the per-process RNG states and batch positions would not fit
         raise ValueError(f"trainer.resume: {folder} was saved by {saved_by} processes, this run has "
                          f"{accelerator.num_processes}: resume with the same number of processes")
-    accelerator.load_state(str(folder))
-    return loop, load_file(str(folder / LOOP_TENSORS))
+    index = getattr(accelerator, "process_index", 0)
+    check_rng(folder, range(index, index + 1), resume_rng)
+    try:
+        accelerator.load_state(str(folder))
+        return loop, load_file(str(folder / LOOP_TENSORS))
+    except Exception as err:  # name the file: the libraries' errors do not
+        bad = unreadable_files(folder) or [_short(err)]
+        raise ValueError(f"trainer.resume: cannot restore {folder}: {'; '.join(bad)}. Resume from another "
+                         "checkpoint or start a new run directory (trainer.resume=null)") from err
+
+
+def read_tensors(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """A safetensors file (a run's model.safetensors, a checkpoint's), its name and `key` in the error when it
+    cannot be read (safetensors' own errors name no file)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise ValueError(f"{key}: cannot read {path} ({_short(err)}): the file is damaged or truncated") from err
 
 
 def rng_state() -> dict[str, Any]:

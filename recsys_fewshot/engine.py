@@ -137,6 +137,7 @@ class FitOptions:
     checkpoint_dir: Optional[Path] = None  # where checkpoints go (none without it)
     checkpoint_every: int = 0  # trainer.checkpoint_every: optimizer steps between checkpoints; 0: none
     resume_from: Optional[Path] = None  # a checkpoint folder to continue from (`checkpoint.resolve`)
+    resume_rng: str = "strict"  # trainer.resume_rng: a resume without readable RNG states stops (strict) or warns
     epoch_extras: Optional[Callable[[], dict[str, float]]] = None  # more entries of each epoch's row
     config: Optional[dict] = None  # `checkpoint.config_fingerprint`: saved with checkpoints, checked on resume
 
@@ -201,10 +202,12 @@ class ResumeState:
         return ckpt.save(accelerator, root, self.updates, loop, tensors)
 
     @classmethod
-    def load(cls, accelerator, folder: Path, config: Optional[dict] = None) -> "ResumeState":
+    def load(cls, accelerator, folder: Path, config: Optional[dict] = None, resume_rng: str = "strict"
+             ) -> "ResumeState":
         """The state checkpoint `folder` holds, `rng` included; Accelerate's part goes into the prepared objects on
-        the way (`checkpoint.load`, which refuses another configuration than `config` or another process count)."""
-        loop, tensors = ckpt.load(accelerator, folder, config)
+        the way (`checkpoint.load`, which refuses another configuration than `config`, another process count and,
+        unless `resume_rng` is warn, missing RNG states)."""
+        loop, tensors = ckpt.load(accelerator, folder, config, resume_rng)
         rng = ckpt.rng_state()
         loop.setdefault("train_seconds", 0.0)  # written since samples/s became a rate of the samples counted
         missing = [k for k in cls._loop_keys() if k not in loop] + [k for k in ("totals",) if k not in tensors]
@@ -278,7 +281,7 @@ def fit(loss_module: nn.Module, model: nn.Module, optimizer: torch.optim.Optimiz
     run = TrainObjects(loss_module, optimizer, train_loader, rest[0] if rest else None, generator)
     state = ResumeState()
     if options.resume_from is not None:
-        state = ResumeState.load(accelerator, options.resume_from, options.config)
+        state = ResumeState.load(accelerator, options.resume_from, options.config, options.resume_rng)
         if generator is not None and state.generator is not None:
             generator.set_state(state.generator)  # the resumed epoch's order; `skip_first_batches` skips its start
         accelerator.print(f"resumed from {options.resume_from}: epoch {state.epoch + 1}, {state.batches} batches done")

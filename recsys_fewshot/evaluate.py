@@ -56,9 +56,9 @@ def load_trained(run_dir: Path, overrides: Optional[list[str]] = None):
     """(config, `build.Run`, accelerator) of the saved run in `run_dir`: the run rebuilt from its config (this
     project's classes only) with its trained weights loaded; errors name the missing or mismatched file."""
     from accelerate.utils import set_seed
-    from safetensors.torch import load_file
 
     from recsys_fewshot import build, settings
+    from recsys_fewshot.checkpoint import read_tensors
     from recsys_fewshot.results import ENCODER_DIR, WEIGHTS
     from recsys_fewshot.runtime import head_state
 
@@ -77,7 +77,7 @@ def load_trained(run_dir: Path, overrides: Optional[list[str]] = None):
     set_seed(cfg.seed)
     run = build.build_run(cfg, accelerator, adapter=encoder_dir if trained else None,
                           init=False)  # the run's own weights are loaded below
-    saved = load_file(str(weights))
+    saved = read_tensors(weights, f"run_dir={run_dir}")
     expected = head_state(run.model, run.text)
     missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
     if missing or unexpected:

@@ -105,13 +105,13 @@ def using_history(model, history: Optional[UserHistory], restore: UserHistory) -
 def load_init(model: torch.nn.Module, run_dir: str) -> dict:
     """Copy the weights of another run's model.safetensors whose names and shapes match this model's;
     the rest (e.g. ID embeddings sized for another catalogue) keep their initial values."""
-    from safetensors.torch import load_file
+    from recsys_fewshot.checkpoint import read_tensors
 
     path = Path(run_dir).expanduser()
     path = path / "model.safetensors" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"init_from={run_dir}: no model.safetensors there (a finished run's directory)")
-    source = load_file(str(path))
+    source = read_tensors(path, f"init_from={run_dir}")
     # a trainable text tower starts from its pretrained encoder, not from the run's head weights
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("items.text.")}
     loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}

@@ -53,6 +53,9 @@ def check_settings(cfg: DictConfig) -> None:
         if not cfg.kg.weight >= 0:
             raise ValueError(f"kg.weight={cfg.kg.weight}: expected >= 0 (the KG loss's share beside the "
                              "recommendation loss)")
+    if t.get("resume_rng", "strict") not in ("strict", "warn"):
+        raise ValueError(f"trainer.resume_rng={t.resume_rng!r}: expected strict (a resume refuses missing or "
+                         "unreadable RNG states) or warn")
     if t.batching not in BATCHING:
         raise ValueError(f"trainer.batching={t.batching!r}: expected one of {', '.join(BATCHING)}")
     accumulation, limit = t.get("gradient_accumulation_steps") or 1, t.get("limit_train_batches") or 0
