@@ -287,7 +287,6 @@ class TrainerConfig:
     split_batches: bool = True  # batch_size is the global batch split over processes (results do not depend on N)
     checkpoint_every: int = 0  # optimizer steps between checkpoints (accelerator.save_state); 0: none
     resume: Optional[str] = None  # true: newest checkpoint of this run dir; or a checkpoint / run dir path
-    resume_rng: str = "strict"  # strict: a resume refuses missing or unreadable RNG states | warn: goes on (differs)
 
 
 @dataclass
@@ -423,7 +422,8 @@ def saved_run_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
     """A saved run's config (a plain dict, as `config.yaml` holds it) in today's shape, naming only this
     project's classes: the PEFT method and the tracker are the classes of the names the run recorded
     (`peft.method`, `logger.name`), whatever `_target_` the file says; a run saved before readers were chosen
-    by `_target_` (`dataset.kind`, `dataset.options`) gets the reader of that kind. Idempotent. `source`: the
+    by `_target_` (`dataset.kind`, `dataset.options`) gets the reader of that kind; a key a group's schema gained
+    since the run was saved (e.g. `dataset.missing_text_limit`) takes its default. Idempotent. `source`: the
     file, for messages. Any other `_target_` must lie in TRUSTED_TARGETS."""
     import dataclasses
 
@@ -441,6 +441,12 @@ def saved_run_config(cfg: dict[str, Any], source: str) -> dict[str, Any]:
         schema = _option_schema(group, node.get(key), f"{group}.{key}", source)
         fields = {f.name for f in dataclasses.fields(schema)}
         out[group] = {"_target_": schema._target_, **{k: v for k, v in node.items() if k in fields and k != "_target_"}}
+    for group, schemas in SCHEMAS.items():  # keys a group gained after the run was saved: their defaults
+        node, base = out.get(group), schemas.get("base")
+        if isinstance(node, dict) and base is not None:
+            new = {f.name: f.default for f in dataclasses.fields(base)
+                   if f.name not in node and f.name != "_target_" and f.default is not dataclasses.MISSING}
+            out[group] = {**node, **new}
     _check_targets(out, source)
     head = out.get("head")
     if isinstance(head, dict) and head.get("_target_"):

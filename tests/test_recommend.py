@@ -222,6 +222,9 @@ def test_damaged_old_and_foreign_run_folders(trained, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(trained, old)
     (old / "ids.parquet").unlink()  # a run folder from before ids.parquet: the build path gives the ids
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    del config["dataset"]["missing_text_limit"]  # saved before the key existed: today's default
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
     assert main([f"run_dir={old}", "users=[1]", "k=3"]) == 0
     assert "3 rows for 1 users" in capsys.readouterr().err
 
