@@ -287,6 +287,7 @@ class TrainerConfig:
     split_batches: bool = True  # batch_size is the global batch split over processes (results do not depend on N)
     checkpoint_every: int = 0  # optimizer steps between checkpoints (accelerator.save_state); 0: none
     resume: Optional[str] = None  # true: newest checkpoint of this run dir; or a checkpoint / run dir path
+    resume_rng: str = "strict"  # strict: a resume refuses missing or unreadable RNG states | warn: goes on (differs)
 
 
 @dataclass
