@@ -9,7 +9,6 @@ item ids of the model's indices). `compare`, `report`, `evaluate` and `recommend
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ ENCODER_DIR = "encoder"
 FAILURE = "failure.json"
 IDS = "ids.parquet"  # kind (user | item), index (the model's row), id (the data set's raw id)
 RESULT_FILES = (METRICS, FAILURE, WEIGHTS, PREDICTIONS, PER_USER, RUN_CONFIG, IDS)
-
-
-def clear_results(run_dir: Path) -> None:
-    """Remove an earlier run's results from a reused run dir (its checkpoints stay: trainer.resume reads them)."""
-    for name in RESULT_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / ENCODER_DIR, ignore_errors=True)
 
 
 def baseline(spec, test, y_train) -> dict[str, float]:

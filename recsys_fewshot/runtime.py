@@ -161,7 +161,8 @@ def head_state(model: torch.nn.Module, text: Optional[torch.nn.Module]) -> dict[
 
 # --- frozen extraction sharded over processes ------------------------------------------------------
 
-def _broadcast(message: Any) -> Any:
+def broadcast(message: Any) -> Any:
+    """Rank 0's `message`, on every rank (every rank calls this)."""
     from accelerate.utils import broadcast_object_list
 
     box = [message]
@@ -200,7 +201,7 @@ class _ShardedEncoder:
         return getattr(self._encoder, name)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        _broadcast(("encode", list(texts)))
+        broadcast(("encode", list(texts)))
         vectors, calls = _encode_slice(self._encoder, list(texts), self._accelerator)
         self.forward_calls += sum(calls)
         self.calls_by_rank = [a + b for a, b in zip(self.calls_by_rank, calls)]
@@ -220,12 +221,12 @@ def encode_items(encoder, texts: list[str], cache_dir: Optional[Path], accelerat
             vectors, stats = encode_cached(sharded, texts, cache_dir)
             stats["forward_calls_by_rank"] = sharded.calls_by_rank
         except BaseException as err:
-            _broadcast(("error", f"{type(err).__name__}: {err}"))
+            broadcast(("error", f"{type(err).__name__}: {err}"))
             raise
-        _broadcast(("done", (vectors, stats)))
+        broadcast(("done", (vectors, stats)))
         return vectors, stats
     while True:
-        kind, payload = _broadcast(None)
+        kind, payload = broadcast(None)
         if kind == "encode":
             try:
                 _encode_slice(encoder, payload, accelerator)

@@ -3,7 +3,8 @@
 - `job_context()`: the Hydra job's place in a sweep (plain data: sweep dir, job number, overrides,
   the chosen config options), from which the tracker takes its group, job type, name and tags.
 - `objective()`: the number a sweeper optimises, selected by the `optimized_metric` config key.
-- `record_failure()`: a failed job leaves `failure.json` (error and traceback) in its run directory,
+- `record_failure()`: a failed or interrupted job leaves `failure.json` (status, error, newest checkpoint,
+  traceback) in its run directory,
   so the report lists it; the sweep itself goes on with the other jobs (Hydra runs a whole batch, then
   exits non-zero naming the first failure), and `LogJobFailures` logs each failure as it happens.
 - `export_slurm_distributed_env()`: one SLURM job step with several tasks (the submitit launcher's
@@ -113,17 +114,29 @@ def is_main_process() -> bool:
 
 @contextlib.contextmanager
 def record_failure(run_dir: Path) -> Iterator[None]:
-    """Re-raises any exception after writing `run_dir/failure.json` (error + traceback) on the main process."""
+    """Re-raises any exception after writing `run_dir/failure.json` on the main process: status (failed, or
+    interrupted for Ctrl-C), error, the newest checkpoint (a resume's starting point) and the traceback. A run
+    folder refused as held by another run or not a run folder gets none (it is not this run's)."""
     try:
         yield
-    except Exception as exc:
-        if is_main_process():
+    except (Exception, KeyboardInterrupt) as exc:
+        from recsys_fewshot.rundir import RunDirError
+
+        if is_main_process() and not isinstance(exc, RunDirError):
+            from recsys_fewshot.checkpoint import FOLDER, latest
             from recsys_fewshot.tracking import write_json
 
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            last = latest(Path(run_dir) / FOLDER)
             write_json(Path(run_dir) / "failure.json", {
+                "status": "interrupted" if interrupted else "failed",
                 "error": f"{type(exc).__name__}: {exc}",
+                "checkpoint": str(last) if last else None,
                 "traceback": traceback.format_exc(),
             })
+            if interrupted:
+                log.warning("interrupted; %s. Details: %s", f"resume from {last} with trainer.resume=true" if last
+                            else "no checkpoint to resume from", Path(run_dir) / "failure.json")
         raise
 
 
@@ -141,7 +154,9 @@ class LogJobFailures(Callback):
 
         if getattr(job_return, "status", None) != JobStatus.FAILED:
             return
-        error = job_return._return_value  # the exception (reading .return_value would raise it)
+        from recsys_fewshot.failures import original
+
+        error = original(job_return._return_value)  # the exception (reading .return_value would raise it)
         hydra = job_return.hydra_cfg.hydra
         details = f"{hydra.runtime.output_dir}/failure.json"
         if hydra.get("mode") == RunMode.MULTIRUN:

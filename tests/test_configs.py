@@ -317,7 +317,7 @@ def test_a_saved_config_with_keys_its_head_ignored_loads_without_them():
 
 @pytest.mark.parametrize("key,node", [
     ("dataset", {"reader": {"_target_": "recsys_fewshot.tracking.write_text", "path": "/tmp/x.pth", "text": "x"}}),
-    ("split", {"_target_": "recsys_fewshot.results.clear_results", "run_dir": "/tmp"}),
+    ("split", {"_target_": "recsys_fewshot.rundir.discard", "run_dir": "/tmp"}),
     ("head", {"_target_": "recsys_fewshot.tracking.write_json", "path": "/tmp/x", "obj": 1}),
     ("optimizer", {"_target_": "torch.optim.lr_scheduler.LambdaLR"}),
 ])
