@@ -424,21 +424,30 @@ def _refuse_repeated_pairs(interactions: pd.DataFrame, parts: list[tuple[Path, i
                     "the data is implicit (repeat consumption)")
 
 
+def csv_parts(folder: Path) -> None:
+    """Refuses a CSV data folder that cannot hold the data (before its files are hashed for the cache)."""
+    if not folder.exists():
+        raise DataError(f"CSV data folder {folder} does not exist")
+    if not folder.is_dir():
+        raise DataError(f"CSV data folder {folder} is a file, not a folder (dataset.dir names the folder that "
+                        f"holds interactions.csv or train.csv + test.csv)")
+    if not ((folder / "train.csv").is_file() and (folder / "test.csv").is_file()) \
+            and not (folder / "interactions.csv").is_file():
+        raise DataError(f"{folder}: holds neither interactions.csv nor train.csv + test.csv")
+
+
 def read_csv_dir(folder: Path, scale: tuple[float, float] | None = None) -> RecData:
     """The plain CSV format: ``interactions.csv`` (no fold) or ``train/[valid/]test.csv`` (fold ``given``).
 
     Ratings must be finite in float32 and, with a `scale` (``dataset.reader.rating_scale``), lie in it. An id
     written two ways (``1`` in items.csv, ``1.0`` in train.csv) is refused naming both files."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"CSV data folder {folder} does not exist")
+    csv_parts(folder)
     if (folder / "train.csv").is_file() and (folder / "test.csv").is_file():
         parts = [(folder / f"{p}.csv", code) for p, code in (("train", TRAIN), ("valid", VALID), ("test", TEST))
                  if (folder / f"{p}.csv").is_file()]
-    elif (folder / "interactions.csv").is_file():
-        parts = [(folder / "interactions.csv", None)]
     else:
-        raise DataError(f"{folder}: holds neither interactions.csv nor train.csv + test.csv")
+        parts = [(folder / "interactions.csv", None)]
 
     frames = []
     for path, _ in parts:
@@ -647,6 +656,9 @@ class Reader:
     def read(self, folder: Path) -> RecData:
         raise NotImplementedError
 
+    def check(self, folder: Path) -> None:
+        """Refuses a folder that cannot hold this reader's files, before anything reads or hashes it."""
+
     def items_file(self) -> str:
         """The file the items' text columns come from (named when items lack text), "" when not one file."""
         return ""
@@ -672,6 +684,9 @@ class MovieLens100K(Reader, MovieLens100KReaderConfig):
 
 
 class Csv(Reader, CsvReaderConfig):
+    def check(self, folder: Path) -> None:
+        csv_parts(Path(folder))
+
     def read(self, folder: Path) -> RecData:
         return read_csv_dir(folder, rating_scale(self.rating_scale, "dataset.reader.rating_scale"))
 

@@ -66,6 +66,7 @@ def load_cached(reader: sources.Reader, folder: Path, cache_dir: Path | None) ->
     """`reader.read(folder)`, memoised on disk under ``cache_dir`` (None, or a reader that is not `cached`:
     read every time)."""
     folder = Path(folder)
+    reader.check(folder)  # e.g. dataset.dir=/usr: refused before its whole tree is hashed for the cache key
     if cache_dir is None or not folder.is_dir() or not reader.cached:
         return reader.read(folder)
     root = Path(cache_dir) / "recdata"

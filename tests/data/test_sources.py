@@ -233,6 +233,22 @@ def test_csv_missing_folder(tmp_path):
         sources.read_csv_dir(tmp_path / "absent")
 
 
+def test_csv_folder_refused_before_it_is_hashed(tmp_path, monkeypatch):
+    """A file given as the folder is named as a file; a folder without the data is refused before the cache key
+    walks its whole tree (dataset.dir=/usr would hash every file below it)."""
+    (tmp_path / "ratings.csv").write_text("user_id,item_id\na,b\n")
+    big = tmp_path / "big"
+    for k in range(3):
+        (big / f"sub{k}").mkdir(parents=True)
+        (big / f"sub{k}" / "file.txt").write_text("x")
+    monkeypatch.setattr(store, "cache_key", lambda *a, **k: pytest.fail("the folder was hashed"))
+    reader = sources.Csv()
+    with pytest.raises(DataError, match=r"ratings\.csv is a file, not a folder"):
+        store.load_cached(reader, tmp_path / "ratings.csv", tmp_path / "cache")
+    with pytest.raises(DataError, match=r"big: holds neither interactions\.csv nor train\.csv \+ test\.csv"):
+        store.load_cached(reader, big, tmp_path / "cache")
+
+
 # ---------------------------------------------------------------- Amazon / UniSRec
 def test_unisrec_rebuilds_sequences_past_the_history_cut(tmp_path):
     rng = np.random.default_rng(3)
