@@ -46,6 +46,19 @@ KILL_SIGNAL_ENV = "RECSYS_FEWSHOT_KILL_SIGNAL"
 RNG_FILE = "random_states_{}.pkl"  # Accelerate's RNG_STATE_NAME, one per process
 RESUME_RNG = ("strict", "warn")
 log = logging.getLogger(__name__)
+
+
+class quiet_accelerate:
+    """Accelerate's INFO lines of a checkpoint save or load ("Saving current state to ...", one per file) kept
+    out of the run's log; its warnings still pass."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("accelerate")
+        self.level = self.logger.level
+        self.logger.setLevel(max(logging.WARNING, self.level))
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
 _saved = 0
 # dotted keys (and their subtrees) a resumed run may change without becoming another experiment
 RESUMABLE_CHANGES = ("trainer.resume", "trainer.resume_rng", "trainer.max_epochs", "trainer.patience", "trainer.progress",
@@ -222,7 +235,8 @@ def save(accelerator, root: Path, step: int, loop: dict[str, Any], tensors: dict
             shutil.rmtree(stale, ignore_errors=True)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    with quiet_accelerate():
+        accelerator.save_state(str(partial))
     if accelerator.is_main_process:
         tracking.write_safetensors(partial / LOOP_TENSORS, tensors)
         # last: its presence marks a complete checkpoint
@@ -259,7 +273,8 @@ def load(accelerator, folder: Path, config: Optional[dict[str, Any]] = None, res
     index = getattr(accelerator, "process_index", 0)
     check_rng(folder, range(index, index + 1), resume_rng)
     try:
-        accelerator.load_state(str(folder))
+        with quiet_accelerate():
+            accelerator.load_state(str(folder))
         return loop, load_file(str(folder / LOOP_TENSORS))
     except Exception as err:  # name the file: the libraries' errors do not
         bad = unreadable_files(folder) or [_short(err)]

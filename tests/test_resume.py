@@ -80,17 +80,27 @@ def test_resume_targets(tmp_path):
     assert compose("trainer.resume=true").trainer.resume in ("true", "True")
 
 
-def test_resume_refuses_another_process_count_and_stale_partials_are_swept(tmp_path):
+def test_resume_refuses_another_process_count_and_stale_partials_are_swept(tmp_path, caplog):
     from types import SimpleNamespace
 
     from recsys_fewshot import checkpoint
 
+    import logging
+
     saved: list[str] = []
+    chatty = logging.getLogger("accelerate.checkpointing")  # accelerate's own INFO line per saved file
+
+    def save_state(folder):
+        chatty.info("Saving current state to %s", folder)
+        saved.append(folder)
+
     acc = SimpleNamespace(is_main_process=True, num_processes=2, wait_for_everyone=lambda: None,
-                          save_state=lambda folder: saved.append(folder), load_state=lambda folder: None)
+                          save_state=save_state, load_state=lambda folder: None)
     stale = tmp_path / ".step-000000001.partial"  # a kill during an earlier save
     stale.mkdir()
-    folder = checkpoint.save(acc, tmp_path, 5, {"epoch": 0}, {"x": torch.zeros(1)})
+    with caplog.at_level(logging.INFO):
+        folder = checkpoint.save(acc, tmp_path, 5, {"epoch": 0}, {"x": torch.zeros(1)})
+    assert saved and not [r for r in caplog.records if r.name.startswith("accelerate")]  # kept out of train.log
     assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["step-000000005"]
     one = SimpleNamespace(**{**vars(acc), "num_processes": 1})
     with pytest.raises(ValueError, match="saved by 2 processes, this run has 1"):
