@@ -157,9 +157,10 @@ def adapt_users(model: torch.nn.Module, support: pd.DataFrame, n_users: int, ste
     for p in trainable:
         p.requires_grad_(False)
     device = adapted.bias.device
-    users = torch.as_tensor(support["user"].to_numpy(), device=device)
-    items = torch.as_tensor(support["item"].to_numpy(), device=device)
-    y = torch.as_tensor(support["rating"].to_numpy(np.float32), device=device)
+    # copies: the support table's arrays may be read-only (Arrow-backed), which torch warns about
+    users = torch.tensor(support["user"].to_numpy(), device=device)
+    items = torch.tensor(support["item"].to_numpy(), device=device)
+    y = torch.tensor(support["rating"].to_numpy(np.float32), device=device)
     optimizer = torch.optim.Adam([adapted.bias, adapted.vec], lr=lr)
     model.eval()
     with torch.no_grad():

@@ -49,7 +49,7 @@ def same(a, b) -> bool:
 def test_fit_options_check_the_counts_and_name_their_trainer_keys():
     assert {f.name for f in fields(FitOptions)} == {  # every setting `fit` took as a keyword
         "max_epochs", "patience", "monitor", "grad_clip", "limit_train_batches", "progress", "log", "scheduler",
-        "on_step", "checkpoint_dir", "checkpoint_every", "resume_from", "epoch_extras", "config"}
+        "on_step", "checkpoint_dir", "checkpoint_every", "resume_from", "resume_rng", "epoch_extras", "config"}
     FitOptions(max_epochs=0, patience=0, monitor="rmse")  # a closed-form head trains no epoch; 0 patience is legal
     FitOptions(max_epochs=3, patience=1, monitor="auc", checkpoint_every=5)  # no checkpoint_dir: no checkpoints
     for key, value in (("patience", -1), ("max_epochs", -2), ("limit_train_batches", 1.5), ("checkpoint_every", -1)):
