@@ -32,6 +32,8 @@ import pandas as pd
 
 from recsys_fewshot.config import AmazonUniSRecReaderConfig, CsvReaderConfig, MovieLens100KReaderConfig
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
+from recsys_fewshot.data.checks import (FLOAT32_MAX, check_ratings, parse_numbers, rating_scale,
+                                        refuse_respelled_ids)
 
 READER_VERSION = "3"  # bump when a reader's output or what it accepts changes (it keys the processed-table cache)
 # 3: ratings checked (finite float32, the declared scale), ids respelled across files refused
@@ -48,92 +50,6 @@ def _require(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"missing file {path}")
     return path
-
-
-def _numbers(values: pd.Series, path: Path, column: str, first_line: int, integer: bool = False,
-             allow_empty: bool = False) -> np.ndarray:
-    """Parse a string column as numbers; raise DataError at the first bad line."""
-    text = values.astype(str).str.strip()
-    out = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(out)
-    if allow_empty:
-        bad &= (text != "").to_numpy()
-    if integer:
-        bad |= np.isfinite(out) & (out != np.round(out))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: column {column!r} line {first_line + i}: "
-                        f"expected a{'n integer' if integer else ' number'}, got {values.iloc[i]!r}")
-    return out
-
-
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def check_ratings(values: np.ndarray, path: Path, column: str, first_line: int,
-                  scale: tuple[float, float] | None = None, where: str = "") -> None:
-    """Parsed ratings (float64, finite) must fit in float32 and, when the data declares a scale, lie in it:
-    else DataError at the first bad line (`where` names what declares the scale)."""
-    values = np.asarray(values, dtype=np.float64)
-    huge = np.abs(values) > _FLOAT32_MAX
-    if huge.any():
-        i = int(np.flatnonzero(huge)[0])
-        raise DataError(f"{path}: column {column!r} line {first_line + i}: {values[i]:g} is not a finite float32 "
-                        f"(largest magnitude {_FLOAT32_MAX:.4g}); ratings are stored as float32")
-    if scale is not None:
-        low, high = scale
-        outside = (values < low) | (values > high)
-        if outside.any():
-            i = int(np.flatnonzero(outside)[0])
-            raise DataError(f"{path}: column {column!r} line {first_line + i}: rating {values[i]:g} is outside "
-                            f"the scale [{low:g}, {high:g}]{where}")
-
-
-def rating_scale(value: Any, key: str) -> tuple[float, float] | None:
-    """A declared scale ``[low, high]`` (None: undeclared); DataError naming `key` when malformed."""
-    if value is None:
-        return None
-    try:
-        low, high = (float(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise DataError(f"{key}={value!r}: expected [low, high], e.g. [1, 5]") from err
-    if not (np.isfinite(low) and np.isfinite(high) and low <= high):
-        raise DataError(f"{key}={value!r}: expected finite low <= high, e.g. [1, 5]")
-    return low, high
-
-
-def canonical_ids(raw: pd.Series) -> pd.Series:
-    """Each id as a number prints, for ids that parse as one (``1.0``, ``01``, ``1e0`` -> ``1``), else itself."""
-    text = raw.astype(str).str.strip()
-    number = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
-    whole = np.isfinite(number) & (number == np.round(number)) & (np.abs(number) < 2.0**53)
-    out = text.to_numpy(dtype=object).copy()
-    out[whole] = [str(int(v)) for v in number[whole]]
-    fractional = np.isfinite(number) & ~whole
-    out[fractional] = [repr(float(v)) for v in number[fractional]]
-    return pd.Series(out, index=raw.index, dtype=object)
-
-
-def refuse_respelled_ids(column: str, sources: list[tuple[Path, pd.Series, np.ndarray]]) -> None:
-    """Ids compare as written, so ``1`` in items.csv and ``1.0`` in train.csv would be two items: DataError
-    naming both files, lines and spellings when two distinct ids are the same number.
-
-    `sources`: (file, its raw ids, each id's line number)."""
-    if not sources:
-        return
-    table = pd.concat([pd.DataFrame({"raw": ids.astype(str).to_numpy(), "file": k, "line": np.asarray(lines)})
-                       for k, (_, ids, lines) in enumerate(sources)], ignore_index=True)
-    table = table.drop_duplicates("raw")  # each spelling where it first occurs
-    table["canon"] = canonical_ids(table["raw"]).to_numpy()
-    clash = table["canon"].duplicated(keep=False).to_numpy()
-    if not clash.any():
-        return
-    first = table[clash]
-    first = first[first["canon"] == first["canon"].iloc[0]].iloc[:2]
-    (a, b) = [(sources[int(r.file)][0], int(r.line), r.raw) for r in first.itertuples()]
-    raise DataError(f"{b[0]} line {b[1]}: {column} {b[2]!r} and {a[0]} line {a[1]}: {column} {a[2]!r} are the same "
-                    f"number written two ways; ids are compared as written, so they would be two different ids. "
-                    f"Write each id the same way in every file (e.g. {a[2]!r} in both)")
 
 
 # ---------------------------------------------------------------- MovieLens 100K
@@ -174,13 +90,13 @@ def _read_ml_ratings(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a tab-separated user/item/rating/timestamp file ({err})") from err
     for col in names:
-        raw[col] = _numbers(raw[col].fillna(""), path, col, 1, integer=col != "rating")
+        raw[col] = parse_numbers(raw[col].fillna(""), path, col, 1, integer=col != "rating")
     return raw.astype(dtypes)
 
 
 def _int_ids(ids: pd.Series, path: Path, column: str) -> pd.Index:
     """MovieLens ids are integers: an index of them (unique) for lookups."""
-    index = pd.Index(_numbers(ids, path, column, 1, integer=True).astype(np.int64))
+    index = pd.Index(parse_numbers(ids, path, column, 1, integer=True).astype(np.int64))
     if index.has_duplicates:
         raise DataError(f"{path}: column {column!r} repeats the id {index[index.duplicated()][0]}")
     return index
@@ -194,7 +110,7 @@ def read_ml100k(folder: Path) -> RecData:
                   " of MovieLens (whole stars)")
 
     genre_rows = _read_pipe_lines(folder / "u.genre", 2)
-    flags = _numbers(pd.Series([r[1] for r in genre_rows]), folder / "u.genre", "index", 1, integer=True)
+    flags = parse_numbers(pd.Series([r[1] for r in genre_rows]), folder / "u.genre", "index", 1, integer=True)
     genre_names = [genre_rows[i][0] for i in np.argsort(flags, kind="stable")]
     item_rows = _read_pipe_lines(folder / "u.item", 5 + len(genre_names))
     titles, years, genres = [], [], []
@@ -218,7 +134,7 @@ def read_ml100k(folder: Path) -> RecData:
     users = pd.DataFrame({
         "user": np.arange(len(user_rows), dtype=np.int64),
         "user_id": pd.Series([r[0].strip() for r in user_rows], dtype=str),
-        "age": _numbers(pd.Series([r[1] for r in user_rows]), folder / "u.user", "age", 1, integer=True),
+        "age": parse_numbers(pd.Series([r[1] for r in user_rows]), folder / "u.user", "age", 1, integer=True),
         "gender": pd.Series([r[2] for r in user_rows], dtype=str),
         "occupation": pd.Series([r[3] for r in user_rows], dtype=str),
         "zip": pd.Series([r[4] for r in user_rows], dtype=str),
@@ -382,7 +298,7 @@ def _parse_history(values: pd.Series, path: Path) -> tuple[list[list[str]], list
                 value = float(rating)
             except ValueError:
                 value = float("nan")
-            if not sep or not item_id or not np.isfinite(value) or abs(value) > _FLOAT32_MAX:
+            if not sep or not item_id or not np.isfinite(value) or abs(value) > FLOAT32_MAX:
                 raise DataError(f"{path}: column 'history' line {i + 2}: malformed token {token!r} "
                                 "(expected item_id:rating, the rating a finite float32)")
             row_ids.append(item_id)
@@ -481,14 +397,14 @@ def read_csv_dir(folder: Path, scale: tuple[float, float] | None = None) -> RecD
         columns["user"].append(users)
         columns["item"].append(items)
         if "rating" in present:
-            ratings = _numbers(frame["rating"], path, "rating", 2)
+            ratings = parse_numbers(frame["rating"], path, "rating", 2)
             check_ratings(ratings, path, "rating", 2, scale, " (dataset.reader.rating_scale)")
         columns["rating"].append(ratings if "rating" in present else np.full(len(frame), np.nan))
-        ts = (_numbers(frame["timestamp"], path, "timestamp", 2, integer=True, allow_empty=True)
+        ts = (parse_numbers(frame["timestamp"], path, "timestamp", 2, integer=True, allow_empty=True)
               if "timestamp" in present else np.full(len(frame), np.nan))
         columns["timestamp"].append(np.where(np.isfinite(ts), ts, -1))
         if "label" in present:
-            label = _numbers(frame["label"], path, "label", 2)
+            label = parse_numbers(frame["label"], path, "label", 2)
             bad = (label != 0) & (label != 1)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
@@ -554,7 +470,7 @@ def _read_id_map(path: Path) -> pd.Index:
     """``{name}.item2index`` / ``.user2index``: raw id, tab, index (no header) -> raw ids in index order."""
     table = pd.read_csv(_require(path), sep="\t", header=None, names=["raw", "index"], dtype=str,
                         keep_default_na=False, quoting=3)
-    index = _numbers(table["index"], path, "index", 1, integer=True).astype(np.int64)
+    index = parse_numbers(table["index"], path, "index", 1, integer=True).astype(np.int64)
     if not np.array_equal(np.sort(index), np.arange(len(index))):
         raise DataError(f"{path}: the indices are not 0..{len(index) - 1}, each once")
     raw = np.empty(len(index), dtype=object)
@@ -567,8 +483,8 @@ def _read_inter(path: Path, n_users: int, n_items: int) -> tuple[np.ndarray, lis
     expected = ["user_id:token", "item_id_list:token_seq", "item_id:token"]
     if list(table.columns) != expected:
         raise DataError(f"{path}: header should be {' / '.join(expected)}, got {' / '.join(table.columns)}")
-    users = _numbers(table["user_id:token"], path, "user_id:token", 2, integer=True).astype(np.int64)
-    targets = _numbers(table["item_id:token"], path, "item_id:token", 2, integer=True).astype(np.int64)
+    users = parse_numbers(table["user_id:token"], path, "user_id:token", 2, integer=True).astype(np.int64)
+    targets = parse_numbers(table["item_id:token"], path, "item_id:token", 2, integer=True).astype(np.int64)
     histories = []
     for line, text in enumerate(table["item_id_list:token_seq"], 2):
         tokens = text.split()
