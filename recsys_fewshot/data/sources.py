@@ -32,6 +32,7 @@ import pandas as pd
 
 from recsys_fewshot.config import AmazonUniSRecReaderConfig, CsvReaderConfig, MovieLens100KReaderConfig
 from recsys_fewshot.data.recdata import ABSENT, TEST, TRAIN, VALID, DataError, RecData, remap_ids
+from recsys_fewshot.data.download import offline
 from recsys_fewshot.data.checks import (FLOAT32_MAX, check_ratings, parse_numbers, rating_scale,
                                         refuse_respelled_ids)
 
@@ -193,11 +194,6 @@ def _ml100k_folds(folder: Path, interactions: pd.DataFrame, user_index: pd.Index
     return folds
 
 
-def _offline() -> bool:
-    flags = (os.environ.get(v, "").strip().lower() for v in ("HF_HUB_OFFLINE", "RECSYS_FEWSHOT_OFFLINE"))
-    return any(f not in ("", "0", "false", "no", "off") for f in flags)
-
-
 def download(url: str, timeout: float = 60.0) -> bytes:
     """The bytes at ``url`` (the one network access of this module; tests replace it)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (fixed https URL)
@@ -211,7 +207,7 @@ def ensure_ml100k(root: Path) -> Path:
     if (target / "u.data").is_file():
         return target
     try:
-        if _offline():
+        if offline():
             raise OSError("offline mode (HF_HUB_OFFLINE or RECSYS_FEWSHOT_OFFLINE is set)")
         _install_ml100k(download(ML100K_URL), root, target)
     except (OSError, ValueError, zipfile.BadZipFile, http.client.HTTPException) as err:
