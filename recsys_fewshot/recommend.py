@@ -3,34 +3,44 @@
 Recommendations from a trained run, in the data set's raw ids (docs/usage/recommend.md):
 
   users=all|[id,id]|FILE k=20 out=recs.parquet   top-k per user: user_id, rank, item_id, score
+  history=FILE [users=[id,id]]                   top-k for users given by their history (no retraining)
+  items=FILE                                     items added after training (item_id + text columns, .csv)
+  pairs=FILE out=scores.csv                      the score of each (user_id, item_id) pair (+ probability: ctr)
   similar=[id,id]|FILE k=10 out=similar.csv      most similar items: item_id, rank, similar_id, score
   export=DIR                                     item and user vectors with their raw ids
 
 out= ends in .parquet, .csv or .jsonl (written in user chunks, then renamed into place); without out= the
 rows are printed as CSV. exclude_known=true (the items the run's test ranking excluded: its training, valid
-and support rows), false, or all (every interaction of the data set). unknown=skip (unknown ids are counted,
-listed and left out) or error. vectors=model|text: the item vectors similar= compares (default: the head's
-item tower where it has one, else the encoder's text vectors). A users or similar FILE is .txt (one id a
-line), .csv, .parquet or .jsonl (column user_id, or item_id for similar=). Other key=value arguments
+and support rows; for a history user, its history's items), false, or all (every interaction of the data
+set). unknown=skip (unknown ids are counted, listed and left out) or error. explain=true adds `because` (up to
+3 history items that contributed most) and `because_weight`. vectors=model|text: the item vectors similar=
+compares (default: the head's item tower where it has one, else the encoder's text vectors). A users or
+similar FILE is .txt (one id a line), .csv, .parquet or .jsonl (column user_id, or item_id for similar=); a
+history FILE has user_id, item_id[, rating], a pairs FILE user_id, item_id. Other key=value arguments
 override the saved config, as for evaluate (dataset.root=..., trainer.cpu=true, eval.chunk_size=...).
 """
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
-import pandas as pd
+from recsys_fewshot.serving_common import UNKNOWN_CHOICES, VECTOR_KINDS, ServeError, check_k
+from recsys_fewshot.serving_io import check_out, read_ids, read_rows, write_rows
 
-from recsys_fewshot.serving import UNKNOWN_CHOICES, VECTOR_KINDS, ServeError, check_k
-
-OWN_KEYS = ("run_dir", "users", "k", "out", "exclude_known", "unknown", "similar", "vectors", "export")
-FORMATS = (".parquet", ".csv", ".jsonl")
+OWN_KEYS = ("run_dir", "users", "k", "out", "exclude_known", "unknown", "similar", "vectors", "export", "history",
+            "items", "pairs", "explain")
+MODES = ("similar", "export", "pairs")
 log = logging.getLogger("recsys_fewshot.recommend")
+
+RECOMMENDATIONS = {"user_id": "string", "rank": "int64", "item_id": "string", "score": "float32"}
+SIMILAR = {"item_id": "string", "rank": "int64", "similar_id": "string", "score": "float32"}
+PAIRS = {"user_id": "string", "item_id": "string", "score": "float32"}
+EXPLAIN = {"because": "list<string>", "because_weight": "list<float32>"}
 
 
 def parse_ids(value: str, key: str, column: str) -> Optional[list[str]]:
@@ -46,121 +56,6 @@ def parse_ids(value: str, key: str, column: str) -> Optional[list[str]]:
     return read_ids(Path(value).expanduser(), key, column)
 
 
-def read_ids(path: Path, key: str, column: str) -> list[str]:
-    """The ids of a .txt (one a line), .csv, .parquet or .jsonl file (column `column`); errors name the file,
-    the column and the line."""
-    if not path.is_file():
-        raise ServeError(f"{key}={path}: no such file (a list of ids is written {key}=[id,id])")
-    suffix = path.suffix.lower()
-    if suffix in (".txt", ""):
-        ids = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            text = line.strip()
-            if len(text.split()) > 1 or "," in text:
-                raise ServeError(f"{path} line {number}: {text!r} is not one id (a .txt file holds one id a line)")
-            if text:
-                ids.append(text)
-        return ids
-    if suffix == ".jsonl":
-        ids = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ServeError(f"{path} line {number}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict) or row.get(column) in (None, ""):
-                raise ServeError(f"{path} line {number}: no {column!r} value")
-            ids.append(str(row[column]))
-        return ids
-    if suffix == ".csv":
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise ServeError(f"{path}: not a readable CSV file ({str(err).strip()})") from None
-        first_line = 2  # the header is line 1
-    elif suffix == ".parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:  # pyarrow's errors have no common base worth naming
-            raise ServeError(f"{path}: not a readable parquet file ({err})") from None
-        first_line = 1  # rows, counted from 1
-    else:
-        raise ServeError(f"{key}={path}: expected a .txt, .csv, .parquet or .jsonl file")
-    if column not in frame.columns:
-        raise ServeError(f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns))})")
-    values = frame[column]
-    empty = values.isna() | (values.astype(str).str.strip() == "")
-    if empty.any():
-        where = "line" if suffix == ".csv" else "row"
-        raise ServeError(f"{path}: column {column!r} is empty on {where} {int(empty.to_numpy().argmax()) + first_line}")
-    return [str(v).strip() for v in values]
-
-
-def check_out(out: Optional[str]) -> Optional[Path]:
-    if out is None:
-        return None
-    path = Path(out).expanduser()
-    if path.suffix.lower() not in FORMATS:
-        raise ServeError(f"out={out}: expected a file ending in {', '.join(FORMATS)}")
-    return path
-
-
-def write_rows(path: Optional[Path], frames: Iterable[pd.DataFrame], schema: dict[str, str]) -> int:
-    """Stream `frames` (chunks of one table) into `path` (.parquet, .csv or .jsonl; written beside it, then renamed
-    into place) or, for None, to stdout as CSV. `schema`: column -> string | int64 | float32. Returns the rows."""
-    import pyarrow as pa
-
-    from recsys_fewshot import tracking
-
-    arrow = pa.schema([(name, getattr(pa, "string" if kind == "string" else kind)()) for name, kind in schema.items()])
-    count = 0
-
-    def chunks():
-        nonlocal count
-        for frame in frames:
-            count += len(frame)
-            yield frame[list(schema)]
-
-    if path is None:
-        header = True
-        for frame in chunks():
-            frame.to_csv(sys.stdout, index=False, header=header)
-            header = False
-        if header:
-            print(",".join(schema))
-        return count
-    suffix = path.suffix.lower()
-
-    def write(tmp: str) -> None:
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            with pq.ParquetWriter(tmp, arrow) as writer:
-                for frame in chunks():
-                    writer.write_table(pa.Table.from_pandas(frame, schema=arrow, preserve_index=False))
-            return
-        with open(tmp, "w") as f:
-            header = True
-            for frame in chunks():
-                if suffix == ".csv":
-                    frame.to_csv(f, index=False, header=header)
-                elif len(frame):
-                    f.write(frame.to_json(orient="records", lines=True, force_ascii=False).rstrip("\n") + "\n")
-                header = False
-            if header and suffix == ".csv":
-                f.write(",".join(schema) + "\n")
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tracking.write_file(path, write)
-    return count
-
-
-RECOMMENDATIONS = {"user_id": "string", "rank": "int64", "item_id": "string", "score": "float32"}
-SIMILAR = {"item_id": "string", "rank": "int64", "similar_id": "string", "score": "float32"}
-
-
 def flag(value: str, key: str):
     lowered = value.strip().lower()
     if lowered in ("true", "1", "yes"):
@@ -172,41 +67,89 @@ def flag(value: str, key: str):
     raise ServeError(f"{key}={value}: expected true or false" + (" or all" if key == "exclude_known" else ""))
 
 
-def run(own: dict[str, str], overrides: list[str]) -> int:
-    from recsys_fewshot.serving import load_run
+def check_request(own: dict[str, str]) -> dict:
+    """Everything about the request, checked and read before the (slow) load: the files are read here, so a
+    malformed one stops the command naming its file, column and line before the run folder is touched."""
+    from recsys_fewshot.posted import history_table, read_items_file
 
-    modes = [m for m in ("similar", "export") if m in own]
+    modes = [m for m in MODES if m in own]
     if len(modes) > 1:
-        raise ServeError("similar= and export= are separate commands: give one of them")
-    # everything about the request is checked before the (slow) load
-    out = check_out(own.get("out"))
-    k = check_k(own.get("k", "10" if "similar" in own else "20"))
+        raise ServeError(f"{' and '.join(f'{m}=' for m in modes)} are separate commands: give one of them")
     unknown = own.get("unknown", "skip")
     if unknown not in UNKNOWN_CHOICES:
         raise ServeError(f"unknown={unknown}: expected skip or error")
     if own.get("vectors", "model") not in VECTOR_KINDS:
         raise ServeError(f"vectors={own['vectors']}: expected model or text")
-    exclude = flag(own.get("exclude_known", "true"), "exclude_known")
-    users = parse_ids(own.get("users", "all"), "users", "user_id")
-    similar = parse_ids(own["similar"], "similar", "item_id") if "similar" in own else None
-    if "similar" in own and similar is None:
-        raise ServeError("similar=all is not offered: name the items, similar=[id,id] or a FILE")
+    request = {"mode": modes[0] if modes else "recommend", "out": check_out(own.get("out")), "unknown": unknown,
+               "k": check_k(own.get("k", "10" if "similar" in own else "20")),
+               "exclude": flag(own.get("exclude_known", "true"), "exclude_known"),
+               "explain": flag(own.get("explain", "false"), "explain"),
+               "users": parse_ids(own.get("users", "all"), "users", "user_id")}
+    if request["explain"] and request["mode"] in ("similar", "export"):
+        raise ServeError(f"explain=true names the history items behind a user's scores: it goes with "
+                         f"recommendations or pairs=, not {request['mode']}=")
+    if "similar" in own:
+        request["similar"] = parse_ids(own["similar"], "similar", "item_id")
+        if request["similar"] is None:
+            raise ServeError("similar=all is not offered: name the items, similar=[id,id] or a FILE")
+    if "pairs" in own:
+        request["pairs"] = read_rows(Path(own["pairs"]).expanduser(), "pairs", ["user_id", "item_id"])[0]
+    if "history" in own:
+        if request["mode"] in ("similar", "export"):
+            raise ServeError(f"history= gives users to recommend for or score: not used by {request['mode']}=")
+        path = Path(own["history"]).expanduser()
+        frame, lines = read_rows(path, "history", ["user_id", "item_id"], ["rating"])
+        history_table(frame, str(path), lines)  # the ratings: numbers, in float32
+        request["history"] = (frame, str(path), lines)
+    if "items" in own:
+        request["items"] = Path(own["items"]).expanduser()
+        read_items_file(request["items"])
+    return request
 
+
+def run(own: dict[str, str], overrides: list[str]) -> int:
+    from recsys_fewshot.serving import load_run
+
+    request = check_request(own)
+    mode, out, k, unknown = request["mode"], request["out"], request["k"], request["unknown"]
     started = time.perf_counter()
     trained = load_run(Path(own["run_dir"]), overrides)
+    if "items" in request:
+        added = trained.add_items(request["items"])
+        print(f"added {len(added)} items from {request['items']}", file=sys.stderr)
+    posted = None
+    if "history" in request:
+        frame, where, lines = request["history"]
+        posted = trained.post_history(frame, unknown, where, lines)
     loaded = time.perf_counter()
-    if "export" in own:
+    explain = EXPLAIN if request["explain"] else {}
+    if mode == "export":
         record = trained.export(Path(own["export"]))
         print(f"exported {', '.join(record['matrices'])} for {record['items']} items and {record['users']} users "
               f"to {own['export']}", file=sys.stderr)
         return 0
-    if similar is not None:
-        frame = trained.similar_items(similar, k, own.get("vectors"), unknown)
+    if mode == "similar":
+        frame = trained.similar_items(request["similar"], k, own.get("vectors"), unknown)
         rows = write_rows(out, [frame], SIMILAR)
         what = f"{frame['item_id'].nunique()} items"
+    elif mode == "pairs":
+        history = request["history"][0] if posted is not None else None
+        frame = trained.score(request["pairs"], unknown, history=history, explain=bool(explain))
+        schema = {**PAIRS, **({"probability": "float32"} if trained.task == "ctr" else {}), **explain}
+        rows = write_rows(out, [frame], schema)
+        what = f"{len(frame)} pairs"
+    elif posted is not None:
+        own_users, slots, _ = trained.users_and_slots(request["users"], posted, unknown)
+        frames = itertools.chain(
+            trained.iter_recommendations(own_users, k, request["exclude"], explain=bool(explain))
+            if len(own_users) else [],
+            trained.iter_recommendations(slots, k, request["exclude"], explain=bool(explain), posted=posted))
+        rows = write_rows(out, frames, {**RECOMMENDATIONS, **explain})
+        what = f"{len(own_users) + len(slots)} users"
     else:
-        chosen = trained.users(users, unknown)
-        rows = write_rows(out, trained.iter_recommendations(chosen, k, exclude), RECOMMENDATIONS)
+        chosen = trained.users(request["users"], unknown)
+        rows = write_rows(out, trained.iter_recommendations(chosen, k, request["exclude"], explain=bool(explain)),
+                          {**RECOMMENDATIONS, **explain})
         what = f"{len(chosen)} users"
     done = time.perf_counter()
     print(f"{rows} rows for {what}{f' written to {out}' if out else ''} (loaded in {loaded - started:.1f}s, "

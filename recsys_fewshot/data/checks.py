@@ -13,7 +13,13 @@ import pandas as pd
 from recsys_fewshot.data.recdata import DataError
 
 
-def parse_numbers(values: pd.Series, path: Path, column: str, first_line: int, integer: bool = False,
+def _line(first_line: int | np.ndarray, i: int) -> int:
+    """The file line of value `i`: `first_line` + i, or `first_line[i]` when each value's line is given (files
+    whose blank lines were skipped)."""
+    return int(first_line[i]) if isinstance(first_line, np.ndarray) else first_line + i
+
+
+def parse_numbers(values: pd.Series, path: Path, column: str, first_line: int | np.ndarray, integer: bool = False,
              allow_empty: bool = False) -> np.ndarray:
     """Parse a string column as numbers; raise DataError at the first bad line."""
     text = values.astype(str).str.strip()
@@ -25,7 +31,7 @@ def parse_numbers(values: pd.Series, path: Path, column: str, first_line: int, i
         bad |= np.isfinite(out) & (out != np.round(out))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: column {column!r} line {first_line + i}: "
+        raise DataError(f"{path}: column {column!r} line {_line(first_line, i)}: "
                         f"expected a{'n integer' if integer else ' number'}, got {values.iloc[i]!r}")
     return out
 
@@ -33,7 +39,7 @@ def parse_numbers(values: pd.Series, path: Path, column: str, first_line: int, i
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_ratings(values: np.ndarray, path: Path, column: str, first_line: int,
+def check_ratings(values: np.ndarray, path: Path, column: str, first_line: int | np.ndarray,
                   scale: tuple[float, float] | None = None, where: str = "") -> None:
     """Parsed ratings (float64, finite) must fit in float32 and, when the data declares a scale, lie in it:
     else DataError at the first bad line (`where` names what declares the scale)."""
@@ -41,15 +47,15 @@ def check_ratings(values: np.ndarray, path: Path, column: str, first_line: int,
     huge = np.abs(values) > FLOAT32_MAX
     if huge.any():
         i = int(np.flatnonzero(huge)[0])
-        raise DataError(f"{path}: column {column!r} line {first_line + i}: {values[i]:g} is not a finite float32 "
-                        f"(largest magnitude {FLOAT32_MAX:.4g}); ratings are stored as float32")
+        raise DataError(f"{path}: column {column!r} line {_line(first_line, i)}: {values[i]:g} is not a finite "
+                        f"float32 (largest magnitude {FLOAT32_MAX:.4g}); ratings are stored as float32")
     if scale is not None:
         low, high = scale
         outside = (values < low) | (values > high)
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
-            raise DataError(f"{path}: column {column!r} line {first_line + i}: rating {values[i]:g} is outside "
-                            f"the scale [{low:g}, {high:g}]{where}")
+            raise DataError(f"{path}: column {column!r} line {_line(first_line, i)}: rating {values[i]:g} is "
+                            f"outside the scale [{low:g}, {high:g}]{where}")
 
 
 def rating_scale(value: Any, key: str) -> tuple[float, float] | None:

@@ -28,14 +28,15 @@ class Capabilities:
     kg: bool = False  # its towers take KG entity vectors (kg=attributes / triples)
     text_tower: bool = False  # it can train the text encoder jointly (peft other than frozen)
     new_users: bool = False  # serves users through a swapped-in history (cold users, users after training)
+    new_items: bool = False  # scores items added after training from their text vectors (`with_new_items`)
     needs_text: bool = False  # needs item text vectors (an encoder)
     prompts: bool = False  # reads prompts with the `llm=` language model; `peft=` trains that model
     full_ranking: bool = True  # can score every item for every user (eval.ranking); prompt heads score pairs only
 
     def describe(self) -> str:
         parts = [f"tasks {', '.join(self.tasks)}"]
-        parts += [name for name in ("closed_form", "kg", "text_tower", "new_users", "needs_text", "prompts")
-                  if getattr(self, name)]
+        flags = ("closed_form", "kg", "text_tower", "new_users", "new_items", "needs_text", "prompts")
+        parts += [name for name in flags if getattr(self, name)]
         if not self.full_ranking:
             parts.append("pairs only")
         return "; ".join(parts)

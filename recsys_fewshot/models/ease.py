@@ -23,7 +23,8 @@ B is n_items^2 floats: `max_items` guards against catalogues where that does not
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -158,6 +159,23 @@ class EASE(nn.Module):
                 return
         self.weights, self.bias = self._fit(history)
         self._fits.append((history, (self.weights, self.bias)))
+
+    @contextlib.contextmanager
+    def with_user_slots(self, owners: torch.Tensor) -> Iterator[None]:
+        """A context (models/extend.py): histories posted at request time are read with the weights fitted so
+        far, never refitted on (`refit` is off inside the block); EASE has no per-user parameter."""
+        from recsys_fewshot.models.extend import swapped
+
+        with swapped(self, refit=False):
+            yield
+
+    def explain_inputs(self, users: torch.Tensor) -> torch.Tensor:
+        """[users, n_items] x_u, the input rows the scores are x_u B + bias (explanations)."""
+        return self._rows(users)
+
+    def explain_kernel(self, history_items: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """B[history items, items]: with `explain_inputs`, x_ui B_ij is history item i's term in the score of j."""
+        return self.weights[history_items][:, items]
 
     def _rows(self, users: torch.Tensor) -> torch.Tensor:
         return _dense_rows(self.history, users.cpu(), self.n_items, self.decay,

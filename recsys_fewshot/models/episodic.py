@@ -135,6 +135,15 @@ class EpisodicRidge(nn.Module):
         """Score from `history` from now on (e.g. the cold users' support ratings); no refit."""
         self.history = history
 
+    def explain_inputs(self, users: torch.Tensor) -> torch.Tensor:
+        """[users, n_items] the users' input rows x_u (explanations; the x̄ W part is a baseline of no item)."""
+        return _dense_rows(self.history, users.cpu(), self.n_items, None, self.negative_weight).to(self.weights.device)
+
+    def explain_kernel(self, history_items: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """W[i, j] (+ the scaled EASE B[i, j]): history item i's weight in the score of item j."""
+        out = self.weights[history_items][:, items]
+        return out + self.blend * self.ease[history_items][:, items] if self.blend else out
+
     def _columns(self, items: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         return self.weights[:, items], (self.blend * self.ease[:, items] if self.blend else None)
 

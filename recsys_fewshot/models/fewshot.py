@@ -24,7 +24,8 @@ see data/tallrec.py). A user is read only through its history: (item, liked?) pa
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -174,6 +175,8 @@ class LikeRate(HistoryHead):
 class FewShotCTR(HistoryHead):
     """The few-shot Rasch model of the module doc (``head=fewshot``)."""
 
+    capabilities = Capabilities(new_users=True, new_items=True)  # new items: appeal and content from their text
+
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, known_users: Optional[torch.Tensor] = None,
                  global_mean: float = 0.0,
@@ -228,6 +231,21 @@ class FewShotCTR(HistoryHead):
             mean_d = (x * disliked[sl].unsqueeze(-1)).sum(1) / disliked[sl].sum(1, keepdim=True).clamp(min=1)
             taste[sl] = mean_l - mean_d
         return {"taste": taste}
+
+    @contextlib.contextmanager
+    def with_new_items(self, features: torch.Tensor) -> Iterator[None]:
+        """A context (models/extend.py): items `n_items ..` are new: appeal w . x from their text, no ID
+        offset (0), content from their text."""
+        from recsys_fewshot.models.extend import grown, swapped
+
+        if not hasattr(self, "features"):
+            raise ValueError("this run has no text vectors (encoder=none): a new item has nothing to be scored by")
+        values = {"features": torch.cat([self.features, features.to(self.features)]),
+                  "n_items": self.n_items + len(features)}
+        if self.use_id:
+            values["delta"] = nn.Parameter(grown(self.delta, len(features)), requires_grad=False)
+        with swapped(self, **values):
+            yield
 
     def item_appeal(self, items: Optional[torch.Tensor] = None) -> torch.Tensor:
         """beta of `items` (all items when None)."""

@@ -10,7 +10,8 @@ embedding because unseen in training, and no text/history) scores ``global mean 
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import contextlib
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from recsys_fewshot.models.towers import ItemTower, UserTower
 
 class Recommender(nn.Module):
     chunk_users = 4096  # users scored at once by score_candidates (heads with big temporaries lower it)
-    capabilities = Capabilities(kg=True, text_tower=True, new_users=True)
+    capabilities = Capabilities(kg=True, text_tower=True, new_users=True, new_items=True)
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
@@ -65,6 +66,40 @@ class Recommender(nn.Module):
         self.kg: Optional[nn.Module] = None
         if kg is not None:  # kg=...: a kg.joint.KGSide; its vectors join both towers, TaskLoss adds its loss
             kg.attach(self)
+
+    # --- serving beyond the trained users and items (models/extend.py) ----------------------
+    @contextlib.contextmanager
+    def with_user_slots(self, owners: torch.Tensor) -> Iterator[None]:
+        """A context: user index = a slot of posted histories; its ID embedding, user bias and KG vector are
+        those of `owners[slot]`, zeros for a user the run never saw (-1), as for cold users."""
+        from recsys_fewshot.models.extend import Remapped, swapped
+
+        if not self.users.has_history:
+            raise ValueError("head.user_history=false: this head knows users only by their trained ID embedding, "
+                             "so a posted history cannot be read")
+        owners = owners.to(self.global_bias.device).long()
+        tower = {}
+        if self.users.id_emb is not None:
+            known = self.users.known[owners.clamp(min=0)] * (owners >= 0)
+            tower.update(id_emb=Remapped(self.users.id_emb, owners), known=known)
+        if self.users.kg_vectors is not None:
+            tower["kg_vectors"] = Remapped(self.users.kg_vectors, owners)
+        head = {"user_bias": Remapped(self.user_bias, owners)} if self.biases else {}
+        with swapped(self.users, **tower), swapped(self, **head):
+            yield
+
+    @contextlib.contextmanager
+    def with_new_items(self, features: torch.Tensor) -> Iterator[None]:
+        """A context: items `n_items ..` are new, with frozen text `features`: item vector = the text projection
+        alone, item bias 0 (no trained ID parts), as for cold items; users' histories may hold them."""
+        from recsys_fewshot.models.extend import grown, swapped
+
+        n_new = len(features)
+        values = {"n_items": self.n_items + n_new}
+        if self.biases:
+            values["item_bias"] = nn.Embedding.from_pretrained(grown(self.item_bias.weight, n_new), freeze=True)
+        with self.items.with_new_items(features), self.users.with_new_items(features, n_new), swapped(self, **values):
+            yield
 
     # --- pair scorers, specialised by subclasses -------------------------------------------
     def pair_score(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

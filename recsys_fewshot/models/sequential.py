@@ -14,8 +14,10 @@ Only the text projection and the transformer carry over to another catalogue (`i
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +37,7 @@ def _frozen_text_only(head: str, item_text: Optional[nn.Module]) -> None:
 class SeqRec(nn.Module):
     chunk_users = 1024  # users scored at once by score_candidates
 
-    capabilities = Capabilities(new_users=True)
+    capabilities = Capabilities(new_users=True, new_items=True)
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None, warm_items: Optional[torch.Tensor] = None,
@@ -86,6 +88,14 @@ class SeqRec(nn.Module):
 
     def _item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.items(items), dim=-1)
+
+    @contextlib.contextmanager
+    def with_new_items(self, features: torch.Tensor) -> Iterator[None]:
+        """A context (models/extend.py): items `n_items ..` are new, their vectors the text projection alone."""
+        from recsys_fewshot.models.extend import swapped
+
+        with self.items.with_new_items(features), swapped(self, n_items=self.n_items + len(features)):
+            yield
 
     def user_vectors(self, users: torch.Tensor, before: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Normalised user vectors from each history; `before` (one item per user): read only the
@@ -151,14 +161,23 @@ def hubness(vectors: torch.Tensor, k: int, block: Optional[int] = None) -> torch
     return out
 
 
+def whitening(vectors: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(directions, scales) of `whitened`: the principal directions of `vectors` (centred rows) kept, and each
+    one's factor (its singular value / the largest)^-`power`; float64. Applied to any rows by `whiten_rows`."""
+    _, s, vh = torch.linalg.svd(vectors.double(), full_matrices=False)
+    keep = s > s[0] * 1e-6 if len(s) and s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
+    return vh[keep], (s[keep] / s[0]).pow(-power)
+
+
+def whiten_rows(rows: torch.Tensor, directions: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return ((rows.double() @ directions.T) * scales) @ directions
+
+
 def whitened(vectors: torch.Tensor, power: float) -> torch.Tensor:
     """`vectors` (centred rows) with each principal direction's spread scaled by (its singular value / the
     largest)^-`power`: 0 leaves them as they are, 1 is full whitening (every direction equally spread).
     Directions with a singular value under 1e-6 of the largest (rank-deficient catalogues) are dropped."""
-    _, s, vh = torch.linalg.svd(vectors.double(), full_matrices=False)
-    keep = s > s[0] * 1e-6 if len(s) and s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
-    vh, scale = vh[keep], (s[keep] / s[0]).pow(-power)
-    return ((vectors.double() @ vh.T) * scale) @ vh
+    return whiten_rows(vectors, *whitening(vectors, power))
 
 
 class TextPool(nn.Module):
@@ -178,7 +197,7 @@ class TextPool(nn.Module):
     chunk_users = 2048
     POOLS = ("mean", "max_sim")
 
-    capabilities = Capabilities(closed_form=True, new_users=True, needs_text=True)
+    capabilities = Capabilities(closed_form=True, new_users=True, new_items=True, needs_text=True)
 
     def __init__(self, n_users: int, n_items: int, item_features: Optional[torch.Tensor] = None,
                  history: Optional[UserHistory] = None,
@@ -208,12 +227,12 @@ class TextPool(nn.Module):
             raise ValueError(f"head.whiten must be in [0, 1], got {whiten}")
         self.n_users, self.n_items, self.decay, self.max_len = n_users, n_items, decay, max_len
         self.pool, self.temperature = pool, temperature
+        self.hub_k, self.hub_weight = hub_k, hub_weight
         feats = item_features.float()
-        if center or whiten > 0:
-            feats = feats - feats.mean(0, keepdim=True)
-        if whiten > 0:
-            feats = whitened(feats, whiten).float()
-        self.register_buffer("features", F.normalize(feats, dim=-1), persistent=False)
+        # the catalogue's mean and principal directions, kept: items added after training get the same map
+        mean = feats.mean(0, keepdim=True) if center or whiten > 0 else None
+        self._text_map = (mean, whitening(feats - mean, whiten) if whiten > 0 else None)
+        self.register_buffer("features", self.unit_text(feats), persistent=False)
         penalty = hub_weight * hubness(self.features, hub_k) if hub_weight > 0 else torch.zeros(n_items)
         self.register_buffer("hub_penalty", penalty, persistent=False)
         self.anchor = nn.Parameter(torch.zeros(()))  # lets the optimiser and the engine run; unused in scores
@@ -221,7 +240,57 @@ class TextPool(nn.Module):
             self.chunk_users = max(1, 2 ** 24 // (max_len * max(n_items, 1)))
         self.set_history(history)
 
+    def unit_text(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder vectors -> the unit vectors this head compares: centred on the trained catalogue's mean and
+        whitened with its directions when `center` / `whiten` say so."""
+        mean, basis = self._text_map
+        feats = features.float()
+        if mean is not None:
+            feats = feats - mean.to(feats.device)
+        if basis is not None:
+            feats = whiten_rows(feats, *(b.to(feats.device) for b in basis)).float()
+        return F.normalize(feats, dim=-1)
+
+    @contextlib.contextmanager
+    def with_new_items(self, features: torch.Tensor) -> Iterator[None]:
+        """A context (models/extend.py): items `n_items ..` are new, compared by their text as the catalogue
+        is; with `hub_weight` > 0 a new item's hubness is over the grown catalogue (itself left out)."""
+        from recsys_fewshot.models.extend import swapped
+
+        new = self.unit_text(features.to(self.features.device))
+        grown = torch.cat([self.features, new])
+        penalty = torch.zeros(len(new), device=grown.device)
+        if self.hub_weight > 0:
+            sims = new @ grown.T
+            rows = torch.arange(len(new), device=grown.device)
+            sims[rows, rows + self.n_items] = float("-inf")  # not its own neighbour
+            penalty = self.hub_weight * sims.topk(self.hub_k, dim=1).values.mean(1)
+        with swapped(self, features=grown, hub_penalty=torch.cat([self.hub_penalty, penalty]),
+                     n_items=len(grown)):
+            yield
+
+    def explain_inputs(self, users: torch.Tensor) -> torch.Tensor:
+        """[users, n_items] each history item's pooled weight (explanations): decay^age, repeats adding up;
+        for pool=mean divided by the length of the pooled vector, so input x kernel sums to the cosine."""
+        rows, entry = self.history.entry_index(users.cpu().numpy())
+        age = self.history.indptr[users.cpu().numpy() + 1][rows] - 1 - entry
+        keep = age < self.max_len
+        out = torch.zeros(len(users), self.n_items, device=self.features.device)
+        weight = torch.as_tensor(self.decay ** age[keep].astype(np.float64), dtype=torch.float32, device=out.device)
+        out.index_put_((torch.as_tensor(rows[keep], device=out.device),
+                        torch.as_tensor(self.history.items[entry[keep]], device=out.device)), weight, accumulate=True)
+        if self.pool == "mean":
+            out = out / (out @ self.features).norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return out
+
+    def explain_kernel(self, history_items: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[history items, items]: cosine (pool=mean), or exp((cosine - 1) / temperature), a history item's
+        share of the soft maximum (pool=max_sim)."""
+        cos = self.features[history_items] @ self.features[items].T
+        return cos if self.pool == "mean" else ((cos - 1.0) / self.temperature).exp()
+
     def set_history(self, history: UserHistory) -> None:
+        self.history = history
         lengths = torch.as_tensor(history.lengths())
         owner = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
         age = torch.as_tensor(history.indptr[1:])[owner] - 1 - torch.arange(len(owner))  # 0: newest

@@ -102,6 +102,28 @@ class ItemTower(nn.Module):
             self.register_buffer("warm", warm, persistent=False)
         self.kg_vectors = None  # kg=...: items -> knowledge vectors (kg/joint.py; the module lives in model.kg)
 
+    def with_new_items(self, features: torch.Tensor):
+        """A context (see `models/extend.py`): items `n_items ..` are new, vectors from their frozen text
+        `features` through the trained projection; no ID embedding or KG vector (zeros), as cold items."""
+        from recsys_fewshot.models.extend import Remapped, items_map, swapped
+
+        if self.text is not None:
+            raise ValueError("this run trained its text encoder jointly (peft other than frozen): new items would "
+                             "need that encoder; items outside the catalogue are served by runs with peft=frozen")
+        if self.proj is None:
+            raise ValueError("head.item_id=true without text vectors (encoder=none): a new item has no vector")
+        n_new = len(features)
+        device = self.features.device
+        values = {"features": torch.cat([self.features, features.to(device, self.features.dtype)]),
+                  "n_items": self.n_items + n_new}
+        index_map = items_map(self.n_items, n_new, device)
+        if self.id_emb is not None:
+            values.update(warm=torch.cat([self.warm, self.warm.new_zeros(n_new)]),
+                          id_emb=Remapped(self.id_emb, index_map))
+        if self.kg_vectors is not None:
+            values["kg_vectors"] = Remapped(self.kg_vectors, index_map)
+        return swapped(self, **values)
+
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         out = 0 if self.kg_vectors is None else self.kg_vectors(items)
         if self.text is not None:
@@ -185,6 +207,19 @@ class UserTower(nn.Module):
             # the unweighted mean, used by centring
             plain = _pool_rows(self._features, self.h_indptr, self.h_items, torch.as_tensor(inv, device=dev), n_users)
             self.register_buffer("hist_text_mean", plain, persistent=False)
+
+    def with_new_items(self, features: Optional[torch.Tensor], n_new: int):
+        """A context: histories may hold the new items `n_items ..` (text `features`, zero ID factors)."""
+        from recsys_fewshot.models.extend import grown, swapped
+
+        if not self.has_history:
+            return swapped(self)
+        values = {"n_items": self.n_items + n_new,
+                  "hist_id": nn.EmbeddingBag.from_pretrained(grown(self.hist_id.weight, n_new), freeze=True,
+                                                             mode="sum")}
+        if self._features is not None:
+            values["_features"] = torch.cat([self._features, features.to(self._features)])
+        return swapped(self, **values)
 
     def _bags(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         starts, ends = self.h_indptr[users], self.h_indptr[users + 1]
