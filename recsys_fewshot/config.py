@@ -156,7 +156,7 @@ class TallrecSplitConfig(SplitConfig):
     task: Optional[str] = "ctr"
     n_shots: int = 64  # N labelled samples trained on (the first N of a seeded shuffle of the pool); <=0: all
     valid: str = "full"  # full: the protocol's valid set (TALLRec) | holdout: part of the N | none: nothing else
-    n_samples: int = 10_000  # rating data: the last this many samples are cut into train/valid/test
+    n_samples: int = 10_000  # rating data: the last this many samples are cut into train/valid/test; <= 0: all
     history_len: int = 10  # rating data: items in each sample's history
     train_ratio: float = 0.8  # pool (train) share, cut in order (rating data) or after a seeded shuffle (one file)
     valid_ratio: float = 0.1  # valid share; the rest is test
@@ -164,7 +164,12 @@ class TallrecSplitConfig(SplitConfig):
     partition_seed: int = 0  # the seeded cut into pool/valid/test of one sample file, or of the users (recipe=users)
     augment: str = "none"  # none | loo | prefix: extra training samples from each shot's own labelled items
     positive_threshold: float = 4.0  # ratings >= this are liked (history labels of rating data)
-    recipe: str = "released"  # rating data: released (TALLRec's last samples, in order) | users (test from many users)
+    recipe: str = "released"  # rating data: released (TALLRec's last samples, in order) | users (test from many users) | time (by target time)
+    order: str = "time"  # rating data, a user's ratings: time | shuffle (seeded, file order) | shuffle_by_item (TALLRec's Book)
+    order_seed: int = 42  # the seed of random.seed before each user's shuffle (TALLRec's and ReLLa's: 42)
+    targets: str = "every"  # rating data: every (each position with min_history before it) | last (one per user)
+    min_history: Optional[int] = None  # earlier items a target needs; None: history_len (every history full)
+    history_from: str = "recent"  # targets=last: recent (the items just before) | first (TALLRec's Book: items[:-1][:10])
 
 
 EncoderConfig = EncoderSpec  # the encoder group's schema is the spec the encoders are built from
