@@ -54,6 +54,13 @@ class TallrecJsonReaderConfig(ReaderConfig):
 
 
 @dataclass
+class BookCrossingReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.bookcrossing.BookCrossing"
+    ratings: str = "explicit"  # explicit: the 1..10 grades | all: also the 0s (interacted, not graded: rating 0)
+    unknown_books: str = "drop"  # ratings of ISBNs absent from BX-Books.csv: drop | keep (items without text)
+
+
+@dataclass
 class DatasetConfig:
     reader: Any = MISSING  # how the raw files are read: `_target_` names the reader class, the other keys its options
     root: Optional[str] = None  # data root; None -> env RECSYS_FEWSHOT_DATA -> ~/.cache/recsys_fewshot
@@ -87,6 +94,11 @@ class TallrecJsonDatasetConfig(DatasetConfig):
     train_file: Optional[str] = None  # TALLRec prompt files, relative to dataset.dir (or absolute); None: absent
     valid_file: Optional[str] = None
     test_file: Optional[str] = None  # given: the test set is this whole file, read only to score it
+
+
+@dataclass
+class BookCrossingDatasetConfig(DatasetConfig):
+    reader: BookCrossingReaderConfig = field(default_factory=BookCrossingReaderConfig)
 
 
 @dataclass
@@ -359,7 +371,8 @@ class Config:
 # saved before `_target_` chose these components (dataset.kind, peft.method, logger.name): see `saved_run_config`
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
-                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
+                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
+                "bookcrossing": BookCrossingDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,
