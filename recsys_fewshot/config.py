@@ -61,6 +61,13 @@ class BookCrossingReaderConfig(ReaderConfig):
 
 
 @dataclass
+class Amazon2023ReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.amazon2023.Amazon2023"
+    category: str = "All_Beauty"  # the files <category>.jsonl.gz and meta_<category>.jsonl.gz (dataset.category)
+    k_core: int = 5  # keep users and items with at least k ratings, repeated until stable; 0: all (dataset.k_core)
+
+
+@dataclass
 class DatasetConfig:
     reader: Any = MISSING  # how the raw files are read: `_target_` names the reader class, the other keys its options
     root: Optional[str] = None  # data root; None -> env RECSYS_FEWSHOT_DATA -> ~/.cache/recsys_fewshot
@@ -99,6 +106,13 @@ class TallrecJsonDatasetConfig(DatasetConfig):
 @dataclass
 class BookCrossingDatasetConfig(DatasetConfig):
     reader: BookCrossingReaderConfig = field(default_factory=BookCrossingReaderConfig)
+
+
+@dataclass
+class Amazon2023DatasetConfig(DatasetConfig):
+    reader: Amazon2023ReaderConfig = field(default_factory=Amazon2023ReaderConfig)
+    category: str = "All_Beauty"  # an Amazon Reviews 2023 category (Books, Electronics, ...); a wrong one lists them
+    k_core: int = 5  # users and items with fewer ratings are dropped, repeatedly, until none is left; 0: keep all
 
 
 @dataclass
@@ -372,7 +386,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
                 "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
-                "bookcrossing": BookCrossingDatasetConfig},
+                "bookcrossing": BookCrossingDatasetConfig, "amazon2023": Amazon2023DatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

@@ -65,3 +65,50 @@ def planted_bookcrossing(folder: Path, n_users: int = 40, n_items: int = 30, n_p
     people = [(str(int(r.user_id) + 1000), f"city{int(r.user_id)}, state, usa", None if r.age % 3 == 0 else str(r.age))
               for r in users.itertuples()]
     return write_bookcrossing(folder, rows, books, people)
+
+
+# ---------------------------------------------------------------- Amazon Reviews 2023 (McAuley Lab)
+def amazon_review(user_id: str, parent_asin: str, rating: float, timestamp: int, text: str = "Works well.") -> dict:
+    """A review line with every field of the release (the reader keeps four)."""
+    return {"rating": float(rating), "title": "Five stars", "text": text, "images": [],
+            "asin": parent_asin[:-1] + "Z", "parent_asin": parent_asin, "user_id": user_id,
+            "timestamp": int(timestamp), "helpful_vote": 0, "verified_purchase": True}
+
+
+def amazon_meta(parent_asin: str, title: str, categories: Sequence[str] = (), features: Sequence[str] = (),
+                description: Sequence[str] = (), store: Optional[str] = "Planted Store") -> dict:
+    """An item line with every field of the release's metadata."""
+    return {"main_category": "All Beauty", "title": title, "average_rating": 4.1, "rating_number": 12,
+            "features": list(features), "description": list(description), "price": None,
+            "images": [{"thumb": "https://m.media-amazon.com/images/I/x.jpg", "variant": "MAIN"}], "videos": [],
+            "store": store, "categories": list(categories), "details": {"Brand": "Planted", "Item Weight": "1 ounce"},
+            "parent_asin": parent_asin, "bought_together": None}
+
+
+def write_jsonl_gz(path: Path, records: Sequence[dict], lines: Sequence[str] = ()) -> Path:
+    """One JSON object per line (plus raw `lines`), gzipped; UTF-8."""
+    import gzip
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+        for line in lines:
+            handle.write(line + "\n")
+    return path
+
+
+def planted_amazon2023(folder: Path, category: str = "All_Beauty", n_users: int = 40, n_items: int = 30,
+                       n_per_user: int = 12, seed: int = 0) -> Path:
+    """The planted catalogue as <category>.jsonl.gz and meta_<category>.jsonl.gz (ids shaped like the release's:
+    28-character user ids, 10-character ASINs; millisecond timestamps)."""
+    ratings, items, _ = planted_catalogue(n_users, n_items, n_per_user, seed)
+    asin = {int(i): f"B0{int(i):08d}" for i in items["item_id"]}
+    reviews = [amazon_review(f"AG{int(r.user_id):026d}", asin[int(r.item_id)], int(r.rating), int(r.timestamp) * 1000)
+               for r in ratings.itertuples()]
+    meta = [amazon_meta(asin[int(r.item_id)], r.title, ["Beauty", r.genres.split("|")[0]],
+                        [f"Made in {int(r.year)}."], ["A planted item."]) for r in items.itertuples()]
+    write_jsonl_gz(folder / f"{category}.jsonl.gz", reviews)
+    write_jsonl_gz(folder / f"meta_{category}.jsonl.gz", meta)
+    return folder

@@ -90,6 +90,9 @@ def tiny_world(tmp_path_factory, tiny_bert):
     from raw_formats import planted_bookcrossing
 
     planted_bookcrossing(data / "bookcrossing", n_users=40, n_items=30, n_per_user=12, seed=0)
+    from raw_formats import planted_amazon2023
+
+    planted_amazon2023(data / "amazon-2023", n_users=40, n_items=30, n_per_user=12, seed=0)
     samples, titles = planted_ctr_samples(n_samples=150, n_items=30, history_len=6, seed=0)
     books = [([titles[i] for i, y in zip(h, ys) if y], [titles[i] for i, y in zip(h, ys) if not y], titles[t], label)
              for h, ys, t, label in samples]
