@@ -68,6 +68,11 @@ class Amazon2023ReaderConfig(ReaderConfig):
 
 
 @dataclass
+class MindReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.mind.Mind"
+
+
+@dataclass
 class DatasetConfig:
     reader: Any = MISSING  # how the raw files are read: `_target_` names the reader class, the other keys its options
     root: Optional[str] = None  # data root; None -> env RECSYS_FEWSHOT_DATA -> ~/.cache/recsys_fewshot
@@ -113,6 +118,11 @@ class Amazon2023DatasetConfig(DatasetConfig):
     reader: Amazon2023ReaderConfig = field(default_factory=Amazon2023ReaderConfig)
     category: str = "All_Beauty"  # an Amazon Reviews 2023 category (Books, Electronics, ...); a wrong one lists them
     k_core: int = 5  # users and items with fewer ratings are dropped, repeatedly, until none is left; 0: keep all
+
+
+@dataclass
+class MindDatasetConfig(DatasetConfig):
+    reader: MindReaderConfig = field(default_factory=MindReaderConfig)
 
 
 @dataclass
@@ -386,7 +396,8 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
                 "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
-                "bookcrossing": BookCrossingDatasetConfig, "amazon2023": Amazon2023DatasetConfig},
+                "bookcrossing": BookCrossingDatasetConfig, "amazon2023": Amazon2023DatasetConfig,
+                "mind_small": MindDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

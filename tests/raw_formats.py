@@ -112,3 +112,56 @@ def planted_amazon2023(folder: Path, category: str = "All_Beauty", n_users: int 
     write_jsonl_gz(folder / f"{category}.jsonl.gz", reviews)
     write_jsonl_gz(folder / f"meta_{category}.jsonl.gz", meta)
     return folder
+
+
+# ---------------------------------------------------------------- MIND (Microsoft News)
+def mind_news_line(news_id: str, category: str, subcategory: str, title: str, abstract: str) -> str:
+    """A news.tsv line: 8 tab-separated fields, the entity lists as the release writes them (JSON)."""
+    entities = ('[{"Label": "Example", "Type": "P", "WikidataId": "Q1", "Confidence": 1.0, '
+                '"OccurrenceOffsets": [0], "SurfaceForms": ["Example"]}]')
+    url = f"https://assets.msn.com/labs/mind/{news_id[1:]}.html"
+    return "\t".join([news_id, category, subcategory, title, abstract, url, entities, "[]"])
+
+
+def mind_behavior_line(impression_id: int, user_id: str, time: str, history: Sequence[str],
+                       shown: Sequence[tuple[str, int]]) -> str:
+    """A behaviors.tsv line: impression id, user, time (11/15/2019 8:55:22 AM), history, N1-1 N2-0 ..."""
+    return "\t".join([str(impression_id), user_id, time, " ".join(history),
+                      " ".join(f"{n}-{label}" for n, label in shown)])
+
+
+def write_mind_part(folder: Path, news: Sequence[str], behaviors: Sequence[str]) -> Path:
+    """news.tsv and behaviors.tsv of one log (UTF-8, LF line endings, no header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "news.tsv").write_bytes(("\n".join(news) + "\n").encode("utf-8"))
+    (folder / "behaviors.tsv").write_bytes(("\n".join(behaviors) + "\n").encode("utf-8"))
+    return folder
+
+
+def planted_mind(folder: Path, n_users: int = 30, n_news: int = 40, n_impressions: int = 120, seed: int = 0) -> Path:
+    """The train and dev logs of MIND-small: each user likes two of the planted genres (a word of every title, and the
+    category); clicks follow the likes; every impression shows 5 news."""
+    from fakes import FILLER, GENRES
+
+    rng = np.random.default_rng(seed)
+    genre = rng.integers(len(GENRES), size=n_news)
+    ids = [f"N{10000 + k}" for k in range(n_news)]
+    news = [mind_news_line(ids[k], GENRES[genre[k]].lower(), "news" + GENRES[genre[k]].lower(),
+                           f"{FILLER[k % len(FILLER)]} {GENRES[genre[k]]} Story",
+                           "A planted abstract." if k % 3 else "")
+            for k in range(n_news)]
+    likes = [set(rng.choice(len(GENRES), 2, replace=False).tolist()) for _ in range(n_users)]
+    for part, day, offset in (("train", 11, 0), ("dev", 15, n_impressions)):
+        lines = []
+        for k in range(n_impressions):
+            u = int(rng.integers(n_users))
+            liked = [ids[j] for j in range(n_news) if genre[j] in likes[u]]
+            history = [liked[(u + j) % len(liked)] for j in range(3)] if liked else []
+            shown = rng.choice(n_news, 5, replace=False)
+            clicks = [(ids[j], int(genre[j] in likes[u] and rng.random() < 0.8)) for j in shown]
+            hour = 1 + k % 12
+            lines.append(mind_behavior_line(offset + k + 1, f"U{100 + u}", f"11/{day}/2019 {hour}:05:{k % 60:02d} "
+                                            f"{'AM' if k % 2 else 'PM'}", history, clicks))
+        # each log's news.tsv holds the news its behaviors show (both: all of them here)
+        write_mind_part(folder / part, news, lines)
+    return folder
