@@ -77,6 +77,18 @@ def test_many_blocks_read_the_same_as_one(tmp_path, monkeypatch):
     assert len(whole.interactions) == 300 and whole.users["user_id"].str.len().eq(28).all()
 
 
+def test_ctr_samples_from_a_category_cut_by_time(tmp_path):
+    from recsys_fewshot.data.tallrec import tallrec
+
+    planted_amazon2023(tmp_path, n_users=30, n_items=25, n_per_user=10)
+    data = read_amazon2023(tmp_path, "All_Beauty", k=3)
+    split = tallrec(data, n_shots=0, n_samples=0, history_len=5, min_history=3, recipe="time")
+    assert sum(split.sizes().values()) == 30 * (10 - 3)  # every position with 3 earlier ratings
+    assert split.train["timestamp"].max() <= split.valid["timestamp"].min()
+    assert split.valid["timestamp"].max() <= split.test["timestamp"].min()
+    assert all(3 <= len(h) <= 5 for h in split.test["history"])
+
+
 def test_unpacked_jsonl_files_are_read_too(folder):
     for name in ("All_Beauty.jsonl.gz", "meta_All_Beauty.jsonl.gz"):
         (folder / name.removesuffix(".gz")).write_bytes(gzip.decompress((folder / name).read_bytes()))
