@@ -54,6 +54,25 @@ class TallrecJsonReaderConfig(ReaderConfig):
 
 
 @dataclass
+class BookCrossingReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.bookcrossing.BookCrossing"
+    ratings: str = "explicit"  # explicit: the 1..10 grades | all: also the 0s (interacted, not graded: rating 0)
+    unknown_books: str = "drop"  # ratings of ISBNs absent from BX-Books.csv: drop | keep (items without text)
+
+
+@dataclass
+class Amazon2023ReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.amazon2023.Amazon2023"
+    category: str = "All_Beauty"  # the files <category>.jsonl.gz and meta_<category>.jsonl.gz (dataset.category)
+    k_core: int = 5  # keep users and items with at least k ratings, repeated until stable; 0: all (dataset.k_core)
+
+
+@dataclass
+class MindReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.mind.Mind"
+
+
+@dataclass
 class DatasetConfig:
     reader: Any = MISSING  # how the raw files are read: `_target_` names the reader class, the other keys its options
     root: Optional[str] = None  # data root; None -> env RECSYS_FEWSHOT_DATA -> ~/.cache/recsys_fewshot
@@ -87,6 +106,23 @@ class TallrecJsonDatasetConfig(DatasetConfig):
     train_file: Optional[str] = None  # TALLRec prompt files, relative to dataset.dir (or absolute); None: absent
     valid_file: Optional[str] = None
     test_file: Optional[str] = None  # given: the test set is this whole file, read only to score it
+
+
+@dataclass
+class BookCrossingDatasetConfig(DatasetConfig):
+    reader: BookCrossingReaderConfig = field(default_factory=BookCrossingReaderConfig)
+
+
+@dataclass
+class Amazon2023DatasetConfig(DatasetConfig):
+    reader: Amazon2023ReaderConfig = field(default_factory=Amazon2023ReaderConfig)
+    category: str = "All_Beauty"  # an Amazon Reviews 2023 category (Books, Electronics, ...); a wrong one lists them
+    k_core: int = 5  # users and items with fewer ratings are dropped, repeatedly, until none is left; 0: keep all
+
+
+@dataclass
+class MindDatasetConfig(DatasetConfig):
+    reader: MindReaderConfig = field(default_factory=MindReaderConfig)
 
 
 @dataclass
@@ -156,7 +192,7 @@ class TallrecSplitConfig(SplitConfig):
     task: Optional[str] = "ctr"
     n_shots: int = 64  # N labelled samples trained on (the first N of a seeded shuffle of the pool); <=0: all
     valid: str = "full"  # full: the protocol's valid set (TALLRec) | holdout: part of the N | none: nothing else
-    n_samples: int = 10_000  # rating data: the last this many samples are cut into train/valid/test
+    n_samples: int = 10_000  # rating data: the last this many samples are cut into train/valid/test; <= 0: all
     history_len: int = 10  # rating data: items in each sample's history
     train_ratio: float = 0.8  # pool (train) share, cut in order (rating data) or after a seeded shuffle (one file)
     valid_ratio: float = 0.1  # valid share; the rest is test
@@ -164,7 +200,12 @@ class TallrecSplitConfig(SplitConfig):
     partition_seed: int = 0  # the seeded cut into pool/valid/test of one sample file, or of the users (recipe=users)
     augment: str = "none"  # none | loo | prefix: extra training samples from each shot's own labelled items
     positive_threshold: float = 4.0  # ratings >= this are liked (history labels of rating data)
-    recipe: str = "released"  # rating data: released (TALLRec's last samples, in order) | users (test from many users)
+    recipe: str = "released"  # rating data: released (TALLRec's last samples, in order) | users (test from many users) | time (by target time)
+    order: str = "time"  # rating data, a user's ratings: time | shuffle (seeded, file order) | shuffle_by_item (TALLRec's Book)
+    order_seed: int = 42  # the seed of random.seed before each user's shuffle (TALLRec's and ReLLa's: 42)
+    targets: str = "every"  # rating data: every (each position with min_history before it) | last (one per user)
+    min_history: Optional[int] = None  # earlier items a target needs; None: history_len (every history full)
+    history_from: str = "recent"  # targets=last: recent (the items just before) | first (TALLRec's Book: items[:-1][:10])
 
 
 EncoderConfig = EncoderSpec  # the encoder group's schema is the spec the encoders are built from
@@ -354,7 +395,9 @@ class Config:
 # saved before `_target_` chose these components (dataset.kind, peft.method, logger.name): see `saved_run_config`
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
-                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
+                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
+                "bookcrossing": BookCrossingDatasetConfig, "amazon2023": Amazon2023DatasetConfig,
+                "mind_small": MindDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

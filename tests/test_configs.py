@@ -33,6 +33,7 @@ ALL = [(g, o) for g in GROUPS for o in options(g)]
 # what an option needs beside it to make a run (on tiny data): the companions a user would give too
 COMPANIONS = {
     ("dataset", "amazon_unisrec"): ["split=given"],
+    ("dataset", "mind_small"): ["split=given"],
     ("dataset", "csv"): ["split=given", "dataset.dir={csv}"],
     ("dataset", "tallrec_json"): ["split=tallrec", "dataset.dir={tallrec}", "dataset.train_file=valid.json",
                                   "head=likerate", "task=ctr"],
@@ -75,6 +76,7 @@ TINY = {
     "ml100k_cold_users_k20": ["split.k=3"], "ml100k_cold_users_k5_ranking": ["split.k=3"],
     "ml100k_cold_users_k20_ranking": ["split.k=3"],
     "tallrec_movie": ["split.n_shots=16"], "tallrec_book": ["split.n_shots=16"],
+    "tallrec_book_rebuilt": ["split.n_shots=16"],
 }
 EXPERIMENT_PROTOCOL = {"cold_users_k5_episodic": "ml100k_cold_users_k5_ranking",
                        "cold_users_k20_episodic": "ml100k_cold_users_k20_ranking"}
@@ -86,6 +88,15 @@ def tiny_world(tmp_path_factory, tiny_bert):
     data = root / "data"
     write_ml100k(data / "ml-100k", n_users=60, n_items=40, n_per_user=18, seed=0)
     write_amazon_unisrec(data / "amazon-scientific-unisrec", n_users=40, n_items=25, seed=0)
+    from raw_formats import planted_bookcrossing
+
+    planted_bookcrossing(data / "bookcrossing", n_users=40, n_items=30, n_per_user=12, seed=0)
+    from raw_formats import planted_amazon2023
+
+    planted_amazon2023(data / "amazon-2023", n_users=40, n_items=30, n_per_user=12, seed=0)
+    from raw_formats import planted_mind
+
+    planted_mind(data / "mind-small", n_users=30, n_news=40, n_impressions=60, seed=0)
     samples, titles = planted_ctr_samples(n_samples=150, n_items=30, history_len=6, seed=0)
     books = [([titles[i] for i, y in zip(h, ys) if y], [titles[i] for i, y in zip(h, ys) if not y], titles[t], label)
              for h, ys, t, label in samples]

@@ -13,7 +13,10 @@ order); label = rating >= ``positive_threshold`` (4, i.e. TALLRec's rating > 3);
 a user's sequence gives a sample (the previous H items -> item i); all users' samples are concatenated in
 that order, the last ``n_samples`` kept and cut in order into train / valid / test (``int(n * 0.8)``,
 ``int(n * 0.9)``: 8,000 / 1,000 / 1,000). ``split.n_shots=N split.seed=S`` trains on the first N samples
-of a seeded shuffle of the train part (so the N=16 shots are among the N=64 ones for the same seed).
+of a seeded shuffle of the train part (so the N=16 shots are among the N=64 ones for the same seed). The other
+published recipes (TALLRec's Book, ReLLa's, CoLLM's) are options of the same construction: the order of a
+user's ratings, which positions are targets, the history's length and side (data/ctr_samples.py), and
+``recipe=time`` (a global time cut).
 
 Data that already holds samples (a ``history`` column: TALLRec's JSON files, a CSV CTR folder) uses its
 files: train file = the pool the shots are drawn from, valid file, test file. With no test file, a seeded
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_fewshot.config import TallrecJsonReaderConfig
+from recsys_fewshot.data.ctr_samples import build_samples
 from recsys_fewshot.data.protocols import Split
 from recsys_fewshot.data.recdata import TEST, TRAIN, VALID, DataError, RecData, UserHistory
 from recsys_fewshot.data.sources import Reader
@@ -45,34 +49,7 @@ VALID_MODES = ("full", "holdout", "none")
 AUGMENT_MODES = ("none", "loo", "prefix")
 
 
-# ---------------------------------------------------------------- samples from ratings
-def build_samples(inter: pd.DataFrame, history_len: int = 10, positive_threshold: float = 4.0,
-                  last: int = 0) -> pd.DataFrame:
-    """Every (previous `history_len` items -> next item) sample of every user, in TALLRec's order
-    (only the `last` ones when > 0)."""
-    if history_len < 1:
-        raise DataError(f"split.history_len must be >= 1, got {history_len}")
-    n = len(inter)
-    users = inter["user"].to_numpy()
-    rows = np.arange(n)
-    first = pd.Series(rows).groupby(users).transform("min").to_numpy()  # first appearance of the user
-    order = np.lexsort((rows, inter["timestamp"].to_numpy(), first))
-    u = users[order]
-    starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1] if n else np.zeros(0, np.int64)
-    position = rows - np.repeat(starts, np.diff(np.r_[starts, n]))
-    at = np.flatnonzero(position >= history_len)  # indices into `order` of the target rows
-    if last > 0:
-        at = at[-last:]
-    target = order[at]
-    hist_rows = order[at[:, None] - history_len + np.arange(history_len)]
-    items, ratings = inter["item"].to_numpy(), inter["rating"].to_numpy(np.float32)
-    out = inter.iloc[target][["user", "item", "rating", "timestamp"]].reset_index(drop=True)
-    out["label"] = (out["rating"].to_numpy() >= positive_threshold).astype(np.int8)
-    pairs = zip(items[hist_rows], ratings[hist_rows])
-    out["history"] = pd.Series([list(zip(i.tolist(), r.tolist())) for i, r in pairs], dtype=object)
-    return out
-
-
+# ---------------------------------------------------------------- samples from ratings: data/ctr_samples.py
 def _shots(pool: np.ndarray, n_shots: int, seed: int) -> np.ndarray:
     """The first `n_shots` of a seeded shuffle of `pool` (all of it when n_shots <= 0)."""
     if n_shots > len(pool):
@@ -142,6 +119,8 @@ def _by_users(samples: pd.DataFrame, n_samples: int, train_ratio: float, valid_r
 
     def draw(part: np.ndarray, size: int) -> np.ndarray:
         rows = np.flatnonzero(np.isin(owner, part))
+        if n_samples <= 0:  # every sample of those users
+            return rows
         return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
 
     test_share = 1.0 - train_ratio - valid_ratio
@@ -149,19 +128,24 @@ def _by_users(samples: pd.DataFrame, n_samples: int, train_ratio: float, valid_r
             draw(perm[b:], int(round(n_samples * test_share))))
 
 
-RECIPES = ("released", "users")
+RECIPES = ("released", "users", "time")
 
 
 def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full", n_samples: int = 10_000,
             history_len: int = 10, train_ratio: float = 0.8, valid_ratio: float = 0.1,
             holdout_ratio: float = 0.25, partition_seed: int = 0, augment: str = "none",
-            positive_threshold: float = 4.0, recipe: str = "released", task: Optional[str] = "ctr") -> Split:
+            positive_threshold: float = 4.0, recipe: str = "released", order: str = "time", order_seed: int = 42,
+            targets: str = "every", min_history: Optional[int] = None, history_from: str = "recent",
+            task: Optional[str] = "ctr") -> Split:
     """TALLRec's few-shot protocol (see the module doc). `valid`: ``full`` (the protocol's valid part,
     TALLRec's model selection), ``holdout`` (a `holdout_ratio` of the N shots, trained on the rest) or
     ``none`` (no data beyond the shots: valid = the shots themselves). `recipe` (rating data): ``released``
     (TALLRec's: the last `n_samples` samples cut in order, the test from the latest few users) or ``users``
     (our extension: the same samples of every user, users cut at random into train / valid / test users, the
-    valid and test samples drawn from theirs: a test from many users)."""
+    valid and test samples drawn from theirs: a test from many users; `n_samples` <= 0: all their samples) or
+    ``time`` (the samples in order of their target's timestamp, stably, the last `n_samples` cut in order: a
+    global time split, as ReLLa's and CoLLM's MovieLens). `order`, `order_seed`, `targets`, `min_history` and
+    `history_from` choose how samples are made from ratings (data/ctr_samples.py)."""
     if valid not in VALID_MODES:
         raise DataError(f"split.valid={valid!r}: expected one of {', '.join(VALID_MODES)}")
     if recipe not in RECIPES:
@@ -203,11 +187,17 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
                                 "to say which items a user liked")
             inter, use_labels = inter.assign(rating=inter["label"].astype(np.float32)), True
         threshold = 1.0 if use_labels else positive_threshold
+        how = dict(order=order, order_seed=order_seed, targets=targets, min_history=min_history,
+                   history_from=history_from)
         if recipe == "users":
-            samples = build_samples(inter, history_len, threshold)
+            samples = build_samples(inter, history_len, threshold, **how)
             pool, valid_rows, test_rows = _by_users(samples, n_samples, train_ratio, valid_ratio, partition_seed)
         else:
-            samples = build_samples(inter, history_len, threshold, last=n_samples)
+            samples = build_samples(inter, history_len, threshold, last=n_samples if recipe == "released" else 0,
+                                    **how)
+            if recipe == "time":  # by the target's time (ties: sample order), the latest n_samples kept
+                by_time = np.argsort(samples["timestamp"].to_numpy(), kind="stable")
+                samples = samples.iloc[by_time[-n_samples:] if n_samples > 0 else by_time].reset_index(drop=True)
             n = len(samples)
             a, b = int(n * train_ratio), int(n * (train_ratio + valid_ratio))
             pool, valid_rows, test_rows = np.arange(a), np.arange(a, b), np.arange(b, n)
@@ -231,8 +221,10 @@ def tallrec(data: RecData, n_shots: int = 64, seed: int = 0, valid: str = "full"
     train = augment_samples(part(shots), augment)
     split = Split(task=task, train=train, valid=part(valid_rows), test=part(test_rows),
                   info={"protocol": "tallrec", "source": source if source != "ratings" else f"built from ratings "
-                        + (f"(last {len(samples)} samples)" if recipe == "released" else
-                           f"({len(samples)} samples of every user, split by users)"), "recipe": recipe, "n_shots": int(len(shots)), "valid_mode": valid,
+                        + {"released": f"(last {len(samples)} samples)", "time": f"({len(samples)} samples by time)",
+                           "users": f"({len(samples)} samples of every user, split by users)"}[recipe]
+                        + ("" if source != "ratings" or (order, targets) == ("time", "every") else
+                           f", order={order}, targets={targets}"), "recipe": recipe, "n_shots": int(len(shots)), "valid_mode": valid,
                         "augment": augment, "pool": int(len(pool)), "seed": seed,
                         "partition_seed": partition_seed, "test_positive_rate": float(
                             samples["label"].to_numpy()[test_rows].mean()) if len(test_rows) else float("nan")})
