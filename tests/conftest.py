@@ -7,6 +7,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs the suite in one worker per core (pytest-xdist): each worker, and every process a test
+    # starts, computes on one thread, so two workers share 2 cores without oversubscribing them
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
 
 from pathlib import Path  # noqa: E402
 
@@ -160,3 +165,10 @@ def small_ml100k(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_ml100k(root / "ml-100k", n_users=120, n_items=50, n_per_user=25, seed=1)
     return root
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # see the top of this file
+        import torch
+
+        torch.set_num_threads(1)
