@@ -16,6 +16,7 @@ text). `explain=True` names the history items behind each score (serving_explain
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
@@ -45,6 +46,10 @@ class TrainedRun(VectorMethods):
         self.warned_id = False  # the warning that new users get no ID embedding is given once
         self._ranking = None  # (ranked items, their columns, the candidate scorer), built by the first ranking
         self._grown = False  # inside an `_items` block
+        # the model is shared by every request and each swaps its histories and items in: one request at a time
+        # (other threads wait for the lock; the same thread entering a second request is refused)
+        self._lock = threading.RLock()
+        self._serving = False
         run.model.eval()
 
     # --- what the run serves ---------------------------------------------------------------
@@ -65,30 +70,41 @@ class TrainedRun(VectorMethods):
     @contextlib.contextmanager
     def _items(self) -> Iterator[None]:
         """The items added after training take part inside the block (once, however deeply nested)."""
-        if self.new_items is None or self._grown:
-            yield
-            return
-        self._grown = True
-        try:
-            with self.run.model.with_new_items(self.new_items.features.to(self.device)):
+        with self._lock:
+            if self.new_items is None or self._grown:
                 yield
-        finally:
-            self._grown = False
+                return
+            self._grown = True
+            try:
+                with self.run.model.with_new_items(self.new_items.features.to(self.device)):
+                    yield
+            finally:
+                self._grown = False
 
     @contextlib.contextmanager
     def serving(self, posted=None) -> Iterator[None]:
         """The model as requests see it, inside the block: the added items, the test ranking's histories, and
-        (`posted`: a `posted.Posted`) user indices as the posted histories' slots."""
+        (`posted`: a `posted.Posted`) user indices as the posted histories' slots. One block at a time: another
+        thread waits for the running one to end; the same thread opening a second (two `iter_recommendations`
+        generators consumed in turn) is refused, since each would read the other's histories."""
         from recsys_fewshot.inductive import using_history
         from recsys_fewshot.posted import reading
 
         prep = self.run.prep
-        with self._items(), using_history(self.run.model, prep.eval_histories.test, prep.history):
-            if posted is None:
-                yield
-            else:
-                with reading(self.run.model, posted, self._held_history()):
-                    yield
+        with self._lock:
+            if self._serving:
+                raise ServeError("this run is already answering a request in this thread (an iter_recommendations "
+                                 "generator not yet finished?): finish or close it before the next request")
+            self._serving = True
+            try:
+                with self._items(), using_history(self.run.model, prep.eval_histories.test, prep.history):
+                    if posted is None:
+                        yield
+                    else:
+                        with reading(self.run.model, posted, self._held_history()):
+                            yield
+            finally:
+                self._serving = False
 
     def known_items(self, exclude_known: Union[bool, str] = True):
         """The items left out of each user's ranking (`UserHistory`): True, what the test ranking excluded
@@ -131,20 +147,24 @@ class TrainedRun(VectorMethods):
 
         from recsys_fewshot.posted import NewItems, encode_items, read_items_file
 
-        if isinstance(items, (str, Path)):
-            path = Path(items).expanduser()
-            table, lines = read_items_file(path)
-            where = str(path)
-        else:
-            table, lines, where = pd.DataFrame(items), np.arange(1, len(items) + 1), "items"
-        fresh = encode_items(self, table, where, lines)
-        if fresh is None:
-            return pd.DataFrame({"item_id": pd.Series([], dtype=object), "text": pd.Series([], dtype=object)})
-        old = self.new_items
-        self.new_items = fresh if old is None else NewItems(old.ids.append(fresh.ids), old.texts + fresh.texts,
-                                                            torch.cat([old.features, fresh.features]))
-        self.item_ids = self.item_ids.append(fresh.ids).rename("item_id")
-        self._ranking = None
+        with self._lock:  # not while another thread's request reads the catalogue
+            if self._serving:
+                raise ServeError("add_items during a request (an iter_recommendations generator not yet "
+                                 "finished?): add items between requests")
+            if isinstance(items, (str, Path)):
+                path = Path(items).expanduser()
+                table, lines = read_items_file(path)
+                where = str(path)
+            else:
+                table, lines, where = pd.DataFrame(items), np.arange(1, len(items) + 1), "items"
+            fresh = encode_items(self, table, where, lines)
+            if fresh is None:
+                return pd.DataFrame({"item_id": pd.Series([], dtype=object), "text": pd.Series([], dtype=object)})
+            old = self.new_items
+            self.new_items = fresh if old is None else NewItems(old.ids.append(fresh.ids), old.texts + fresh.texts,
+                                                                torch.cat([old.features, fresh.features]))
+            self.item_ids = self.item_ids.append(fresh.ids).rename("item_id")
+            self._ranking = None
         return pd.DataFrame({"item_id": fresh.ids.to_numpy(), "text": fresh.texts})
 
     def users_and_slots(self, users, posted, unknown: str = "skip") -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -223,8 +243,8 @@ class TrainedRun(VectorMethods):
                 posted.history
         chunk_size = int(chunk_size or self.cfg.eval.chunk_size)
         model, short = self.run.model, 0
-        item_ids = self.item_ids.to_numpy()
         with self.serving(posted):
+            item_ids = self.item_ids.to_numpy()  # read inside: another thread may add items before the block
             ranked, slot, score = self._scorer()
             for start in range(0, len(users), chunk_size):
                 chunk = np.asarray(users[start: start + chunk_size], np.int64)

@@ -394,3 +394,38 @@ def test_a_request_refused_after_loading_leaves_the_out_file_as_it_was(ease, tmp
     assert main([f"run_dir={ease}", f"history={history}", "explain=true", "similar=[anchor]"]) == 1
     assert "explain=true names the history items" in capsys.readouterr().err
     assert out.read_bytes() == b"earlier results"
+
+
+@pytest.mark.slow
+def test_requests_take_turns_on_the_shared_model(text_mf_run):
+    """Each request swaps its histories into the one model: a second request in the same thread while a generator
+    is unfinished is refused (it would read the other's histories), and another thread's request waits for the
+    first to end, then gets the answer it gets alone."""
+    import threading
+    import time
+
+    from recsys_fewshot.serving import ServeError
+
+    trained = text_mf_run
+    posted = trained.post_history(pd.DataFrame({"user_id": "new", "item_id": ["1", "2", "3"], "rating": 5.0}))
+    users = trained.users(list(trained.user_ids[:6]))
+    alone = pd.concat(trained.iter_recommendations(users, k=3, chunk_size=2), ignore_index=True)
+    posted_alone = trained.recommend(history=pd.DataFrame({"user_id": "new", "item_id": ["1", "2", "3"],
+                                                           "rating": 5.0}), k=3)
+
+    first = trained.iter_recommendations(users, k=3, chunk_size=2)
+    frames = [next(first)]
+    with pytest.raises(ServeError, match="already answering a request in this thread"):
+        next(trained.iter_recommendations(np.arange(1), k=3, posted=posted))
+    with pytest.raises(ServeError, match="add_items during a request"):
+        trained.add_items(pd.DataFrame({"item_id": ["late"], "title": ["late"]}))
+    other: dict = {}
+    waiter = threading.Thread(target=lambda: other.update(recs=trained.recommend(history=pd.DataFrame(
+        {"user_id": "new", "item_id": ["1", "2", "3"], "rating": 5.0}), k=3)))
+    waiter.start()
+    time.sleep(0.3)
+    assert "recs" not in other  # waiting for the unfinished request
+    frames += list(first)
+    waiter.join(timeout=30)
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), alone)
+    pd.testing.assert_frame_equal(other["recs"], posted_alone)
