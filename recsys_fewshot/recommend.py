@@ -133,8 +133,7 @@ def run(own: dict[str, str], overrides: list[str]) -> int:
         rows = write_rows(out, [frame], SIMILAR)
         what = f"{frame['item_id'].nunique()} items"
     elif mode == "pairs":
-        history = request["history"][0] if posted is not None else None
-        frame = trained.score(request["pairs"], unknown, history=history, explain=bool(explain))
+        frame = trained.score(request["pairs"], unknown, explain=bool(explain), posted=posted)
         schema = {**PAIRS, **({"probability": "float32"} if trained.task == "ctr" else {}), **explain}
         rows = write_rows(out, [frame], schema)
         what = f"{len(frame)} pairs"

@@ -265,10 +265,11 @@ class TrainedRun(VectorMethods):
     # --- pairs -----------------------------------------------------------------------------
     @no_grad
     def score(self, pairs: pd.DataFrame, unknown: str = "skip", history: Optional[pd.DataFrame] = None,
-              explain: bool = False) -> pd.DataFrame:
+              explain: bool = False, posted=None) -> pd.DataFrame:
         """`pairs` (columns `user_id`, `item_id`: raw ids) with a `score` column: the model's score of each pair
         (as `recommend`'s), and for task=ctr `probability` (its sigmoid). Users in `history` are read through it
-        (see `recommend`). Rows with an unknown user or item are counted and left out (or refused)."""
+        (see `recommend`; or `posted`, the histories `post_history` already read). Rows with an unknown user or
+        item are counted and left out (or refused)."""
         from recsys_fewshot.evaluation import predict_pairs
         from recsys_fewshot.serving_explain import because
 
@@ -277,7 +278,8 @@ class TrainedRun(VectorMethods):
         for column in ("user_id", "item_id"):
             if column not in pairs.columns:
                 raise ServeError(f"pairs: no column {column!r} (columns: {', '.join(map(str, pairs.columns))})")
-        posted = self.post_history(history, unknown) if history is not None else None
+        if history is not None:
+            posted = self.post_history(history, unknown)
         names = pairs["user_id"].astype(str).str.strip().to_numpy()
         slots = posted.ids.get_indexer(names) if posted is not None else np.full(len(pairs), -1)
         users = np.where(slots >= 0, slots, self.user_ids.get_indexer(names))

@@ -429,3 +429,20 @@ def test_requests_take_turns_on_the_shared_model(text_mf_run):
     waiter.join(timeout=30)
     pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), alone)
     pd.testing.assert_frame_equal(other["recs"], posted_alone)
+
+
+@pytest.mark.slow
+def test_cli_pairs_with_a_history_file_reads_the_history_once(text_mf, tmp_path, capsys):
+    """The skipped items of a history= file are reported once, naming the file (pairs= scores through the
+    histories already read)."""
+    from recsys_fewshot.recommend import main
+
+    history = tmp_path / "history.csv"
+    history.write_text("user_id,item_id,rating\nnew,1,5\nnew,gone,4\n")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("user_id,item_id\nnew,2\n")
+    assert main([f"run_dir={text_mf}", f"history={history}", f"pairs={pairs}", f"out={tmp_path / 'scores.csv'}"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("not in the run's catalogue (gone): skipped") == 1
+    assert f"{history}: 1 of 2 rows name 1 items not in the run's catalogue (gone): skipped" in err
+    assert len(pd.read_csv(tmp_path / "scores.csv")) == 1
