@@ -196,22 +196,27 @@ def reading(model, posted: Posted, restore: UserHistory) -> Iterator[None]:
 
 # --- new items ------------------------------------------------------------------------------
 def read_items_file(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """An items table in the data set's CSV form (`item_id` + text columns), with each row's line."""
-    from recsys_fewshot.data.sources import _id_table
+    """An items table in the data set's CSV form (`item_id` + text columns), with each row's line (blank lines
+    skipped, so the lines errors name are the file's)."""
+    from recsys_fewshot.serving_io import read_csv_lines
 
     if path.suffix.lower() != ".csv":
         raise ServeError(f"items={path}: expected a .csv file (item_id and the text columns, as the data set's "
                          "items.csv)")
     if not path.is_file():
         raise ServeError(f"items={path}: no such file")
-    try:
-        table = _id_table(path, "item_id", "item")
-    except DataError as err:
-        raise ServeError(str(err)) from None
-    empty = (table["item_id"] == "").to_numpy()
+    table, lines = read_csv_lines(path)
+    if "item_id" not in table.columns:
+        raise ServeError(f"{path}: missing column 'item_id' (has: {', '.join(table.columns)})")
+    table = table.fillna("")
+    table["item_id"] = table["item_id"].str.strip()
+    empty, repeated = (table["item_id"] == "").to_numpy(), table["item_id"].duplicated().to_numpy()
     if empty.any():
-        raise ServeError(f"{path}: column 'item_id' line {int(empty.argmax()) + 2}: empty")
-    return table, np.arange(len(table)) + 2
+        raise ServeError(f"{path}: column 'item_id' line {int(lines[empty.argmax()])}: empty")
+    if repeated.any():
+        i = int(repeated.argmax())
+        raise ServeError(f"{path}: column 'item_id' line {int(lines[i])}: id {table['item_id'].iloc[i]!r} repeats")
+    return table, lines
 
 
 def encode_items(trained, table: pd.DataFrame, where: str, lines: np.ndarray) -> Optional[NewItems]:
@@ -219,7 +224,7 @@ def encode_items(trained, table: pd.DataFrame, where: str, lines: np.ndarray) ->
     (None when there are none); rows naming a known item are left as trained."""
     from recsys_fewshot.build import encoder_spec, item_vectors
     from recsys_fewshot.config import resolve_cache_dir
-    from recsys_fewshot.data.text import render_texts
+    from recsys_fewshot.data.text import render_texts, template_fields
 
     name, run, cfg = head_name(trained.head), trained.run, trained.cfg
     if not trained.capabilities.new_items:
@@ -233,7 +238,7 @@ def encode_items(trained, table: pd.DataFrame, where: str, lines: np.ndarray) ->
                          "are served by runs with a frozen encoder (peft=frozen)")
     if "item_id" not in table.columns:
         raise ServeError(f"{where}: no column 'item_id' (columns: {', '.join(map(str, table.columns))})")
-    table = table.astype(str).apply(lambda c: c.str.strip()).reset_index(drop=True)
+    table = table.fillna("").astype(str).apply(lambda c: c.str.strip()).reset_index(drop=True)
     repeated = table["item_id"].duplicated().to_numpy()
     if repeated.any():
         i = int(repeated.argmax())
@@ -249,7 +254,9 @@ def encode_items(trained, table: pd.DataFrame, where: str, lines: np.ndarray) ->
         texts = render_texts(table, cfg.dataset.text_template, list(cfg.dataset.list_columns))
     except DataError as err:
         raise ServeError(f"{where}: {err}") from None
-    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    fields = [f for f in template_fields(cfg.dataset.text_template) if f in table.columns]
+    empty = (table[fields] == "").all(axis=1).to_numpy() if fields else np.ones(len(table), bool)
+    blank = [i for i, t in enumerate(texts) if not t.strip() or empty[i]]  # "." is what an empty row renders
     if blank:
         raise ServeError(f"{where}: line {int(lines[blank[0]])}: item {table['item_id'].iloc[blank[0]]!r} has no "
                          f"text (dataset.text_template={cfg.dataset.text_template!r})")

@@ -33,14 +33,7 @@ def read_rows(path: Path, key: str, required: Sequence[str],
     if suffix == ".jsonl":
         frame, lines = _jsonl(path, required)
     elif suffix == ".csv":
-        try:  # blank lines kept (then dropped below), so a row's index gives its line
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise ServeError(f"{path}: not a readable CSV file ({str(err).strip()})") from None
-        frame.columns = [str(c).strip() for c in frame.columns]
-        lines = np.arange(len(frame)) + 2  # the header is line 1
-        blank = (frame.fillna("").astype(str).apply(lambda c: c.str.strip()) == "").all(axis=1).to_numpy()
-        frame, lines = frame[~blank].reset_index(drop=True), lines[~blank]
+        frame, lines = read_csv_lines(path)
     elif suffix == ".parquet":
         try:
             frame = pd.read_parquet(path)
@@ -60,6 +53,18 @@ def read_rows(path: Path, key: str, required: Sequence[str],
             raise ServeError(f"{path}: column {column!r} is empty on {where} {int(lines[int(empty.argmax())])}")
         out[column] = values.astype(str).str.strip().to_numpy(dtype=object)
     return pd.DataFrame(out), lines
+
+
+def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A CSV file with a header line as strings (columns stripped, blank lines dropped), and each row's line."""
+    try:  # blank lines kept (then dropped below), so a row's index gives its line
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ServeError(f"{path}: not a readable CSV file ({str(err).strip()})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    lines = np.arange(len(frame)) + 2  # the header is line 1
+    blank = (frame.fillna("").astype(str).apply(lambda c: c.str.strip()) == "").all(axis=1).to_numpy()
+    return frame[~blank].reset_index(drop=True), lines[~blank]
 
 
 def _jsonl(path: Path, required: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:

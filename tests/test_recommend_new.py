@@ -364,6 +364,8 @@ def test_a_malformed_history_file_is_named_with_its_column_and_line(name, text, 
 @pytest.mark.parametrize("text, message", [
     ("id,title\nx,y\n", "items.csv: missing column 'item_id'"),
     ("item_id,title\nx,y\nx,z\n", "items.csv: column 'item_id' line 3: id 'x' repeats"),
+    ("item_id,title\nx,y\n\nx,z\n", "items.csv: column 'item_id' line 4: id 'x' repeats"),
+    ("item_id,title\nx,y\n\n,z\n", "items.csv: column 'item_id' line 4: empty"),
 ])
 def test_a_malformed_items_file_is_refused_before_loading(text, message, tmp_path, capsys):
     from recsys_fewshot.recommend import main
@@ -446,3 +448,20 @@ def test_cli_pairs_with_a_history_file_reads_the_history_once(text_mf, tmp_path,
     assert err.count("not in the run's catalogue (gone): skipped") == 1
     assert f"{history}: 1 of 2 rows name 1 items not in the run's catalogue (gone): skipped" in err
     assert len(pd.read_csv(tmp_path / "scores.csv")) == 1
+
+
+@pytest.mark.slow
+def test_an_added_item_without_text_is_refused_with_its_line(text_mf_run, tmp_path):
+    """Every text column empty (the template would render its bare punctuation) is no text: refused, naming the
+    file's own line (blank lines counted) or the row of a DataFrame (missing values are empty, not "None")."""
+    from recsys_fewshot.serving import ServeError
+
+    trained = text_mf_run
+    file = tmp_path / "items.csv"
+    file.write_text("item_id,title,year,genres\nfresh,A film,1999,Drama\n\nbare,,,\n")
+    with pytest.raises(ServeError, match=r"items.csv: line 4: item 'bare' has no text"):
+        trained.add_items(file)
+    with pytest.raises(ServeError, match=r"items: line 2: item 'bare' has no text"):
+        trained.add_items(pd.DataFrame({"item_id": ["fresh", "bare"], "title": ["A film", None],
+                                        "year": ["1999", None], "genres": ["Drama", None]}))
+    assert "fresh" not in trained.item_ids
