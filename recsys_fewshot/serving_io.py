@@ -67,9 +67,19 @@ def read_csv_lines(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     return frame[~blank].reset_index(drop=True), lines[~blank]
 
 
+def text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; one that is not UTF-8 is named with the line of its first bad byte."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ServeError(f"{path} line {line}: not UTF-8 text ({err.reason})") from None
+
+
 def _jsonl(path: Path, required: Sequence[str]) -> tuple[pd.DataFrame, np.ndarray]:
     rows, lines = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -95,7 +105,7 @@ def read_ids(path: Path, key: str, column: str) -> list[str]:
         raise ServeError(f"{key}={path}: no such file (a list of ids is written {key}=[id,id])")
     if path.suffix.lower() in (".txt", ""):
         ids = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(text_lines(path), 1):
             text = line.strip()
             if len(text.split()) > 1 or "," in text:
                 raise ServeError(f"{path} line {number}: {text!r} is not one id (a .txt file holds one id a line)")

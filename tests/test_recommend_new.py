@@ -465,3 +465,15 @@ def test_an_added_item_without_text_is_refused_with_its_line(text_mf_run, tmp_pa
         trained.add_items(pd.DataFrame({"item_id": ["fresh", "bare"], "title": ["A film", None],
                                         "year": ["1999", None], "genres": ["Drama", None]}))
     assert "fresh" not in trained.item_ids
+
+
+@pytest.mark.parametrize("key, name", [("history", "h.jsonl"), ("users", "u.txt")])
+def test_a_request_file_that_is_not_utf8_is_named_with_its_line(key, name, tmp_path, capsys):
+    from recsys_fewshot.recommend import main
+
+    content = b'{"user_id": "a", "item_id": "1"}\n{"user_id": "\xe9", "item_id": "2"}\n' if key == "history" \
+        else b"a\n\xe9\n"
+    (tmp_path / name).write_bytes(content)
+    assert main([f"run_dir={tmp_path / 'never-read'}", f"{key}={tmp_path / name}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / name} line 2: not UTF-8 text" in err and err.count("\n") == 1
