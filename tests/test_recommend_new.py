@@ -425,10 +425,13 @@ def test_requests_take_turns_on_the_shared_model(text_mf_run):
     waiter = threading.Thread(target=lambda: other.update(recs=trained.recommend(history=pd.DataFrame(
         {"user_id": "new", "item_id": ["1", "2", "3"], "rating": 5.0}), k=3)))
     waiter.start()
-    time.sleep(0.3)
-    assert "recs" not in other  # waiting for the unfinished request
-    frames += list(first)
-    waiter.join(timeout=30)
+    try:
+        time.sleep(0.3)
+        assert "recs" not in other  # waiting for the unfinished request
+        frames += list(first)
+    finally:
+        first.close()  # never leave the other thread waiting
+        waiter.join(timeout=30)
     pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), alone)
     pd.testing.assert_frame_equal(other["recs"], posted_alone)
 
