@@ -243,9 +243,12 @@ def create_app(trained):
             message = f"{request.method} {request.url.path}: {exc.detail.lower()} (offered: {offered})"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
+    async def failure(request, exc: Exception):  # a bug or a model that failed: JSON, and uvicorn logs the traceback
+        return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+
     routes = [Route("/health", health, methods=["GET"]), Route("/recommend", recommend, methods=["GET", "POST"]),
               Route("/score", score, methods=["POST"]), Route("/similar", similar, methods=["GET"])]
-    return Starlette(routes=routes, exception_handlers={HTTPException: error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: error, Exception: failure})
 
 
 # --- command line ----------------------------------------------------------------------------

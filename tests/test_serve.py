@@ -209,7 +209,7 @@ def test_history_form_says_it_is_not_offered_where_recommend_takes_none(server, 
 
 @pytest.mark.slow
 def test_the_server_stops_cleanly_on_sigterm(server):
-    """Last in this file: it ends the module's server."""
+    """The last test of the module's server: it ends it."""
     _, proc, lines = server
     proc.terminate()
     assert proc.wait(20) == 0
@@ -259,3 +259,36 @@ def test_an_address_in_use_is_named(capsys):
             listen("127.0.0.1", taken.getsockname()[1])
     finally:
         taken.close()
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_answers_500_with_the_reason(loaded):
+    """A NaN in the weights: the ranking's own check stops it, and the answer is JSON naming what happened."""
+    import torch
+
+    import uvicorn
+
+    from recsys_fewshot.serve import create_app, listen
+
+    bias = loaded.run.model.user_bias.weight
+    row = loaded.user_ids.get_loc("9")
+    saved = bias[row].clone()
+    sock = listen("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(loaded), log_level="critical", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()  # in this process, so the test can reach the weights; no signal handlers off the main thread
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        with torch.no_grad():
+            bias[row] = float("nan")
+        status, answer = call(f"{base}/recommend?user_id=9&k=3")
+        assert status == 500
+        assert answer["error"].startswith("FloatingPointError: the model (MF) scored 50 (user, item) pairs"), answer
+        assert call(f"{base}/recommend?user_id=10&k=3")[0] == 200  # the other users are still served
+    finally:
+        with torch.no_grad():
+            bias[row] = saved
+        server.should_exit = True
+        thread.join(10)
