@@ -89,13 +89,13 @@ def field_exclude(value: Any):
     raise RequestError(422, f"exclude_known={value}: expected true, false or all")
 
 
-def known(trained, ids: list[str], kind: str) -> None:
-    """404 naming the ids of `kind` (user or item) the run's data do not have."""
-    index = trained.user_ids if kind == "user" else trained.item_ids
-    missing = [i for i, code in zip(ids, index.get_indexer(ids)) if code < 0]
+def known(rows: dict[str, int], ids: list[str], kind: str) -> list[int]:
+    """The model rows of `ids` (`rows`: raw id -> row); 404 naming the ids of `kind` the run's data do not have."""
+    missing = [i for i in ids if i not in rows]
     if missing:
         listed = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise RequestError(404, f"{kind} id{'s' if len(missing) > 1 else ''} {listed} not in the run's data")
+    return [rows[i] for i in ids]
 
 
 def ranked(frame: pd.DataFrame, id_column: str) -> list[dict]:
@@ -136,6 +136,9 @@ class Service:
         self.trained = trained
         self.lock = threading.Lock()
         self.history = takes_history(trained)
+        # raw id -> model row, looked up per request in a dict (a pandas Index lookup costs more than the ranking)
+        self.users = {u: n for n, u in enumerate(trained.user_ids)}
+        self.items = {i: n for n, i in enumerate(trained.item_ids)}
 
     def health(self) -> dict:
         t = self.trained
@@ -148,9 +151,10 @@ class Service:
         if body.get("history") is not None:
             return self.recommend_history(body, k)
         user = field_id(body.get("user_id"), "user_id")
-        known(self.trained, [user], "user")
-        with self.lock:
-            frame = self.trained.recommend([user], k=k, exclude_known=exclude, unknown="error")
+        rows = np.asarray(known(self.users, [user], "user"), np.int64)
+        with self.lock:  # `recommend([user], ...)`'s own steps, the id already resolved
+            frames = list(self.trained.iter_recommendations(rows, k, exclude))  # to the end: the history is unset
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
         return {"user_id": user, "items": ranked(frame, "item_id")}
 
     def recommend_history(self, body: dict, k: int) -> dict:
@@ -159,7 +163,7 @@ class Service:
                                     "version of recsys_fewshot (TrainedRun.recommend takes no history)")
         user = field_id(body["user_id"], "user_id") if body.get("user_id") is not None else "new"
         frame = history_frame(body["history"], user)
-        known(self.trained, list(dict.fromkeys(frame["item_id"])), "item")
+        known(self.items, list(dict.fromkeys(frame["item_id"])), "item")
         with self.lock:
             out = self.trained.recommend(history=frame, k=k)
         return {"user_id": user, "items": ranked(out, "item_id")}
@@ -173,8 +177,8 @@ class Service:
                 raise RequestError(422, f"pairs[{n}]: expected [user_id, item_id]")
         frame = pd.DataFrame({"user_id": [field_id(u, "pairs[].user_id") for u, _ in pairs],
                               "item_id": [field_id(i, "pairs[].item_id") for _, i in pairs]})
-        known(self.trained, list(dict.fromkeys(frame["user_id"])), "user")
-        known(self.trained, list(dict.fromkeys(frame["item_id"])), "item")
+        known(self.users, list(dict.fromkeys(frame["user_id"])), "user")
+        known(self.items, list(dict.fromkeys(frame["item_id"])), "item")
         with self.lock:
             out = self.trained.score(frame, unknown="error")
         return {"scores": [{"user_id": u, "item_id": i, "score": s} for u, i, s in
@@ -187,7 +191,7 @@ class Service:
         vectors = body.get("vectors")
         if vectors is not None and vectors not in VECTOR_KINDS:
             raise RequestError(422, f"vectors={vectors}: expected model or text")
-        known(self.trained, [item], "item")
+        known(self.items, [item], "item")
         with self.lock:
             frame = self.trained.similar_items([item], k=k, vectors=vectors, unknown="error")
         return {"item_id": item, "items": ranked(frame, "similar_id")}
