@@ -9,8 +9,8 @@ A trained run over HTTP, answering JSON (docs/usage/recommend.md, "Serving over 
   POST /score {"pairs": [[user, item], ...]} the model's score of each pair
   GET  /similar?item_id=ID&k=10              the most similar items by cosine of the item vectors
 
-port=0 takes a free port (the line printed at start names it). threads: torch's CPU threads (default: the
-cores, at most 4). Other key=value arguments override the saved config, as for recommend (dataset.root=...,
+port=0 takes a free port (the line printed at start names it). threads: torch's CPU threads (default 1: a
+request ranks one user). Other key=value arguments override the saved config, as for recommend (dataset.root=...,
 trainer.cpu=true). Needs the serve extra: pip install -e '.[serve]'.
 """
 
@@ -281,7 +281,9 @@ def check_args(own: dict[str, str]) -> tuple[str, int, int]:
     port = own.get("port", "8000").strip()
     if not port.isdigit() or int(port) > 65535:
         raise ServeError(f"port={port}: expected a whole number from 0 to 65535")
-    threads = own.get("threads", str(min(os.cpu_count() or 1, 4))).strip()
+    # one thread by default: a request ranks one user, too little work to split, and idle OpenMP threads spinning
+    # on a busy machine made single-user requests 1.2x (ML-100K) to 3x (50k items) slower with two
+    threads = own.get("threads", "1").strip()
     if not threads.isdigit() or int(threads) < 1:
         raise ServeError(f"threads={threads}: expected a whole number >= 1")
     return host, int(port), int(threads)
