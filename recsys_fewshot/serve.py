@@ -175,8 +175,8 @@ class Service:
         for n, pair in enumerate(pairs):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise RequestError(422, f"pairs[{n}]: expected [user_id, item_id]")
-        frame = pd.DataFrame({"user_id": [field_id(u, "pairs[].user_id") for u, _ in pairs],
-                              "item_id": [field_id(i, "pairs[].item_id") for _, i in pairs]})
+        frame = pd.DataFrame({"user_id": [field_id(u, f"pairs[{n}][0]") for n, (u, _) in enumerate(pairs)],
+                              "item_id": [field_id(i, f"pairs[{n}][1]") for n, (_, i) in enumerate(pairs)]})
         known(self.users, list(dict.fromkeys(frame["user_id"])), "user")
         known(self.items, list(dict.fromkeys(frame["item_id"])), "item")
         with self.lock:

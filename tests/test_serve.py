@@ -141,6 +141,7 @@ def test_score_and_similar_are_load_runs_answers(server, loaded):
     ("/recommend?user_id=1&exclude_known=maybe", None, 422, "exclude_known=maybe: expected true, false or all"),
     ("/similar?item_id=1&vectors=id", None, 422, "vectors=id: expected model or text"),
     ("/score", {"pairs": [["1"]]}, 422, "pairs[0]: expected [user_id, item_id]"),
+    ("/score", {"pairs": [["1", "2"], ["3", {"id": 4}]]}, 422, "pairs[1][1]={'id': 4}: expected one id"),
     ("/score", {"pair": []}, 422, "pairs: expected a non-empty list"),
     ("/recommends?user_id=1", None, 404, "GET /recommends: not found (offered: GET /health"),
 ])
