@@ -34,7 +34,6 @@ OWN_KEYS = ("run_dir", "host", "port", "threads")
 ENDPOINTS = {"GET": ("/health", "/recommend", "/similar"), "POST": ("/recommend", "/score")}
 INSTALL = "pip install -e '.[serve]' (in a checkout) or pip install 'recsys-fewshot[serve]'"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-log = logging.getLogger("recsys_fewshot.serve")
 
 
 class RequestError(Exception):
