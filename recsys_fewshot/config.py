@@ -34,6 +34,11 @@ class MovieLens100KReaderConfig(ReaderConfig):
 
 
 @dataclass
+class MovieLens1MReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.ml1m.MovieLens1M"
+
+
+@dataclass
 class CsvReaderConfig(ReaderConfig):
     _target_: str = "recsys_fewshot.data.sources.Csv"
     rating_scale: Optional[list[float]] = None  # [low, high]: a rating outside is an error naming its file and line
@@ -69,6 +74,11 @@ class DatasetConfig:
 @dataclass
 class MovieLens100KDatasetConfig(DatasetConfig):
     reader: MovieLens100KReaderConfig = field(default_factory=MovieLens100KReaderConfig)
+
+
+@dataclass
+class MovieLens1MDatasetConfig(DatasetConfig):
+    reader: MovieLens1MReaderConfig = field(default_factory=MovieLens1MReaderConfig)
 
 
 @dataclass
@@ -354,7 +364,8 @@ class Config:
 # saved before `_target_` chose these components (dataset.kind, peft.method, logger.name): see `saved_run_config`
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
-                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig},
+                "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
+                "ml1m": MovieLens1MDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,
