@@ -39,6 +39,12 @@ class MovieLens1MReaderConfig(ReaderConfig):
 
 
 @dataclass
+class MovieLens25MReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.ml25m.MovieLens25M"
+    top_tags: int = 10  # each movie's most applied tags of tags.csv kept as its `tags` column; 0: tags.csv is not read
+
+
+@dataclass
 class CsvReaderConfig(ReaderConfig):
     _target_: str = "recsys_fewshot.data.sources.Csv"
     rating_scale: Optional[list[float]] = None  # [low, high]: a rating outside is an error naming its file and line
@@ -79,6 +85,11 @@ class MovieLens100KDatasetConfig(DatasetConfig):
 @dataclass
 class MovieLens1MDatasetConfig(DatasetConfig):
     reader: MovieLens1MReaderConfig = field(default_factory=MovieLens1MReaderConfig)
+
+
+@dataclass
+class MovieLens25MDatasetConfig(DatasetConfig):
+    reader: MovieLens25MReaderConfig = field(default_factory=MovieLens25MReaderConfig)
 
 
 @dataclass
@@ -365,7 +376,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
                 "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
-                "ml1m": MovieLens1MDatasetConfig},
+                "ml1m": MovieLens1MDatasetConfig, "ml25m": MovieLens25MDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

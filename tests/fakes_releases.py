@@ -47,3 +47,39 @@ def ml1m_expected(n_users: int = 60, n_items: int = 40, n_per_user: int = 15,
     titles[1] = f"{titles[1]}, The"
     titles[2] = f"Star Wars: {titles[2]}"
     return ratings[ratings["item_id"] != n_items], titles, np.random.default_rng(seed + 3).integers(0, 21, n_users)
+
+
+def ml25m_catalogue(n_users: int = 60, n_items: int = 40, n_per_user: int = 15,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(ratings, movies, tags) as `write_ml25m` writes them: half-star ratings sorted by user, the last movie
+    unrated; titles with "Café" (UTF-8), a comma, and double quotes; the fourth movie without genres."""
+    ratings, items, _ = planted_catalogue(n_users, n_items, n_per_user, seed)
+    ratings = ratings[ratings["item_id"] != n_items].reset_index(drop=True)
+    halves = np.random.default_rng(seed + 4).random(len(ratings)) < 0.3
+    ratings = ratings.assign(rating=ratings["rating"] - np.where(halves & (ratings["rating"] > 1), 0.5, 0.0))
+    titles = list(items["title"])
+    titles[1] = f"{titles[1]}, The"
+    titles[2] = f'"{titles[2]}" Live'
+    movies = pd.DataFrame({"movieId": items["item_id"] * 10,  # sparse ids, as in the release
+                           "title": [f"{t} ({y})" for t, y in zip(titles, items["year"])],
+                           "genres": list(items["genres"])})
+    movies.loc[3, "genres"] = "(no genres listed)"
+    ratings = ratings.assign(item_id=ratings["item_id"] * 10)
+    tags = pd.DataFrame({"userId": [1, 2, 3, 4, 1, 2, 5, 3],
+                         "movieId": [10, 10, 10, 10, 20, 20, 20, 30],
+                         "tag": ["Pixar", "funny", "pixar", "fun, but long", "dark", "dark", "slow", "A|B"],
+                         "timestamp": 1_500_000_000 + np.arange(8)})
+    return ratings, movies, tags
+
+
+def write_ml25m(folder: Path, n_users: int = 60, n_items: int = 40, n_per_user: int = 15, seed: int = 0) -> Path:
+    """ratings.csv / movies.csv / tags.csv as GroupLens ships ML-25M (ML-20M, ML-32M): a header line,
+    commas, fields holding a comma or a quote quoted (quotes doubled), UTF-8, LF line ends."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ratings, movies, tags = ml25m_catalogue(n_users, n_items, n_per_user, seed)
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{i},{r:.1f},{t}\n" for u, i, r, t in ratings.itertuples(index=False)), encoding="ascii")
+    movies.to_csv(folder / "movies.csv", index=False, encoding="utf-8", lineterminator="\n")
+    tags.to_csv(folder / "tags.csv", index=False, encoding="utf-8", lineterminator="\n")
+    return folder
