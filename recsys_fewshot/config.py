@@ -45,6 +45,12 @@ class MovieLens25MReaderConfig(ReaderConfig):
 
 
 @dataclass
+class LastFmReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.lastfm.LastFm"
+    top_tags: int = 10  # each artist's most given tags kept as its `tags` column (with a tag-assignment file)
+
+
+@dataclass
 class CsvReaderConfig(ReaderConfig):
     _target_: str = "recsys_fewshot.data.sources.Csv"
     rating_scale: Optional[list[float]] = None  # [low, high]: a rating outside is an error naming its file and line
@@ -90,6 +96,11 @@ class MovieLens1MDatasetConfig(DatasetConfig):
 @dataclass
 class MovieLens25MDatasetConfig(DatasetConfig):
     reader: MovieLens25MReaderConfig = field(default_factory=MovieLens25MReaderConfig)
+
+
+@dataclass
+class LastFmDatasetConfig(DatasetConfig):
+    reader: LastFmReaderConfig = field(default_factory=LastFmReaderConfig)
 
 
 @dataclass
@@ -376,7 +387,7 @@ class Config:
 SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
                 "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
-                "ml1m": MovieLens1MDatasetConfig, "ml25m": MovieLens25MDatasetConfig},
+                "ml1m": MovieLens1MDatasetConfig, "ml25m": MovieLens25MDatasetConfig, "lastfm": LastFmDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

@@ -83,3 +83,65 @@ def write_ml25m(folder: Path, n_users: int = 60, n_items: int = 40, n_per_user: 
     movies.to_csv(folder / "movies.csv", index=False, encoding="utf-8", lineterminator="\n")
     tags.to_csv(folder / "tags.csv", index=False, encoding="utf-8", lineterminator="\n")
     return folder
+
+
+LASTFM_ODD_NAMES = ('"Weird Al" Yankovic', "Röyksopp", "Hopsin, Ak'sent")  # quotes, UTF-8, a comma
+
+
+def lastfm_catalogue(n_users: int = 60, n_items: int = 40, n_per_user: int = 15,
+                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """(plays, artists, tag assignments, tag values) as `write_lastfm` writes them. Users listen to the artists
+    they rated 3 or more in the planted catalogue, more plays the higher the rating; each artist's name holds
+    its genre (the first three replaced by odd names), and users tag artists with their genre, lower-cased.
+    Ids as in the release: users from 2, artists from 51 (sparse), tags from 1. The last artist is unplayed."""
+    ratings, items, _ = planted_catalogue(n_users, n_items, n_per_user, seed)
+    rng = np.random.default_rng(seed + 5)
+    heard = ratings[(ratings["rating"] >= 3) & (ratings["item_id"] != n_items)]
+    plays = pd.DataFrame({"userID": heard["user_id"] + 1, "artistID": heard["item_id"] * 2 + 49,
+                          "weight": (10 ** heard["rating"] * rng.uniform(0.5, 1.5, len(heard))).astype(np.int64)})
+    plays = plays.sort_values(["userID", "artistID"]).reset_index(drop=True)
+    names = list(items["title"])
+    names[: len(LASTFM_ODD_NAMES)] = LASTFM_ODD_NAMES
+    artists = pd.DataFrame({"id": items["item_id"] * 2 + 49, "name": names})
+    values = ["rock", "fußball", "hip|hop"] + [g.lower() for g in ("Action", "Comedy", "Drama", "Horror", "Romance",
+                                                                   "Sci-Fi")]
+    genre = items["title"].str.split().str[-1].str.lower()
+    given = []
+    for k, (artist, g) in enumerate(zip(artists["id"], genre)):
+        for user in range(2, 2 + 1 + k % 3):  # 1 to 3 users give the genre tag, one user gives "rock"
+            given.append((user, artist, values.index(g) + 1))
+        given.append((9, artist, 1))
+    given.append((5, artists["id"].iloc[0], 2))
+    given.append((6, artists["id"].iloc[0], 3))
+    tagged = pd.DataFrame(given, columns=["userID", "artistID", "tagID"])
+    return plays, artists, tagged, values
+
+
+def write_lastfm(folder: Path, n_users: int = 60, n_items: int = 40, n_per_user: int = 15, seed: int = 0,
+                 tag_file: str | None = "user_taggedartists.dat") -> Path:
+    """The hetrec2011-lastfm-2k files as GroupLens ships them: tab-separated with a header, no quoting;
+    artists.dat UTF-8 with LF line ends (an empty pictureURL), tags.dat ISO-8859-1, the others ASCII, CRLF.
+    `tag_file`: user_taggedartists.dat, user_taggedartists-timestamps.dat, or None (no assignments)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    plays, artists, tagged, values = lastfm_catalogue(n_users, n_items, n_per_user, seed)
+
+    def crlf(lines: list[str], encoding: str = "ascii") -> bytes:
+        return "".join(line + "\r\n" for line in lines).encode(encoding)
+
+    artist_lines = [f"{a}\t{n}\thttp://www.last.fm/music/{n.replace(' ', '+')}\t"
+                    + ("" if k == 1 else f"http://userserve-ak.last.fm/serve/252/{7 * a}.jpg")
+                    for k, (a, n) in enumerate(zip(artists["id"], artists["name"]))]
+    (folder / "artists.dat").write_bytes(("id\tname\turl\tpictureURL\n" + "\n".join(artist_lines) + "\n").encode())
+    (folder / "user_artists.dat").write_bytes(crlf(["userID\tartistID\tweight"] + [
+        f"{u}\t{a}\t{w}" for u, a, w in plays.itertuples(index=False)]))
+    (folder / "tags.dat").write_bytes(crlf(["tagID\ttagValue"] + [f"{k}\t{v}" for k, v in enumerate(values, 1)],
+                                           "latin-1"))
+    if tag_file == "user_taggedartists.dat":
+        (folder / tag_file).write_bytes(crlf(["userID\tartistID\ttagID\tday\tmonth\tyear"] + [
+            f"{u}\t{a}\t{t}\t1\t4\t2009" for u, a, t in tagged.itertuples(index=False)]))
+    elif tag_file is not None:
+        (folder / tag_file).write_bytes(crlf(["userID\tartistID\ttagID\ttimestamp"] + [
+            f"{u}\t{a}\t{t}\t1238536800000" for u, a, t in tagged.itertuples(index=False)]))
+    (folder / "user_friends.dat").write_bytes(crlf(["userID\tfriendID", "2\t3", "3\t2"]))
+    return folder

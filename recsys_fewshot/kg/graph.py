@@ -7,7 +7,7 @@ tower can look an item's entity embedding up by its item index.
 Two ways in:
 * `attribute_triples(data)`: from the data set's own attributes (MovieLens: item -> genre, item ->
   release decade, item -> tag (ML-25M), user -> occupation, user -> age bucket, user -> gender;
-  Amazon/UniSRec: item -> category path, item -> brand, parsed from the item text).
+  Amazon/UniSRec: item -> category path, item -> brand, parsed from the item text; Last.fm: item -> tag).
 * `read_triples_tsv(path, data)`: ``head<TAB>relation<TAB>tail`` lines whose ends are ``item:<raw id>``,
   ``user:<raw id>`` or free entity names; ids unknown to the data set are counted and reported.
 """
@@ -140,6 +140,8 @@ def derived_attributes(data: RecData) -> tuple[pd.DataFrame, pd.DataFrame, dict[
         user_rel = {c: r for c, r in (("occupation", "has_occupation"), ("age_bucket", "in_age_group"),
                                       ("gender", "has_gender")) if c in users}
         return items, users, item_rel, user_rel
+    if "tags" in items and "name" in items:  # Last.fm: artists and the tags users gave them
+        return items, users, {"tags": "has_tag"}, {}
     if "text" in items:  # UniSRec / Amazon
         fields = items["text"].map(amazon_fields)
         items["category"] = [f[0] for f in fields]
