@@ -34,6 +34,23 @@ class MovieLens100KReaderConfig(ReaderConfig):
 
 
 @dataclass
+class MovieLens1MReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.ml1m.MovieLens1M"
+
+
+@dataclass
+class MovieLens25MReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.ml25m.MovieLens25M"
+    top_tags: int = 10  # each movie's most applied tags of tags.csv kept as its `tags` column; 0: tags.csv is not read
+
+
+@dataclass
+class LastFmReaderConfig(ReaderConfig):
+    _target_: str = "recsys_fewshot.data.lastfm.LastFm"
+    top_tags: int = 10  # each artist's most given tags kept as its `tags` column (with a tag-assignment file)
+
+
+@dataclass
 class CsvReaderConfig(ReaderConfig):
     _target_: str = "recsys_fewshot.data.sources.Csv"
     rating_scale: Optional[list[float]] = None  # [low, high]: a rating outside is an error naming its file and line
@@ -88,6 +105,21 @@ class DatasetConfig:
 @dataclass
 class MovieLens100KDatasetConfig(DatasetConfig):
     reader: MovieLens100KReaderConfig = field(default_factory=MovieLens100KReaderConfig)
+
+
+@dataclass
+class MovieLens1MDatasetConfig(DatasetConfig):
+    reader: MovieLens1MReaderConfig = field(default_factory=MovieLens1MReaderConfig)
+
+
+@dataclass
+class MovieLens25MDatasetConfig(DatasetConfig):
+    reader: MovieLens25MReaderConfig = field(default_factory=MovieLens25MReaderConfig)
+
+
+@dataclass
+class LastFmDatasetConfig(DatasetConfig):
+    reader: LastFmReaderConfig = field(default_factory=LastFmReaderConfig)
 
 
 @dataclass
@@ -397,7 +429,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"base": DatasetConfig, "ml100k": MovieLens100KDatasetConfig, "csv": CsvDatasetConfig,
                 "amazon_unisrec": AmazonUniSRecDatasetConfig, "tallrec_json": TallrecJsonDatasetConfig,
                 "bookcrossing": BookCrossingDatasetConfig, "amazon2023": Amazon2023DatasetConfig,
-                "mind_small": MindDatasetConfig},
+                "mind_small": MindDatasetConfig, "ml1m": MovieLens1MDatasetConfig, "ml25m": MovieLens25MDatasetConfig,
+                "lastfm": LastFmDatasetConfig},
     "split": {
         "given": GivenSplitConfig,
         "random": RandomSplitConfig,

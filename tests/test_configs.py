@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fakes import planted_ctr_samples, write_amazon_unisrec, write_csv_dataset, write_ml100k, write_tallrec_json
+from fakes_releases import write_lastfm, write_ml1m, write_ml25m
 from inprocess import REPO, compose, fresh_accelerator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -87,6 +88,9 @@ def tiny_world(tmp_path_factory, tiny_bert):
     root = tmp_path_factory.mktemp("configs")
     data = root / "data"
     write_ml100k(data / "ml-100k", n_users=60, n_items=40, n_per_user=18, seed=0)
+    write_ml1m(data / "ml-1m", n_users=40, n_items=30, n_per_user=12, seed=0)
+    write_ml25m(data / "ml-25m", n_users=40, n_items=30, n_per_user=12, seed=0)
+    write_lastfm(data / "lastfm-hetrec2011-2k", n_users=40, n_items=30, n_per_user=12, seed=0)
     write_amazon_unisrec(data / "amazon-scientific-unisrec", n_users=40, n_items=25, seed=0)
     from raw_formats import planted_bookcrossing
 

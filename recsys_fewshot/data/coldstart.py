@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from recsys_fewshot.data.protocols import Split, _make, pair_groups, rows_of
+from recsys_fewshot.data.protocols import Split, _make, pair_groups, rows_of, warn_file_order
 from recsys_fewshot.data.recdata import DataError, RecData
 
 
@@ -72,6 +72,7 @@ def cold_users(data: RecData, k: int = 5, cold_ratio: float = 0.2, valid_ratio: 
     if k < 1:
         raise DataError(f"split.k must be >= 1 (support interactions per cold user), got {k}")
     inter = data.interactions
+    warn_file_order(inter["timestamp"].to_numpy(), data, "cold_users", f"a cold user's support is their first {k}")
     user_col = inter["user"].to_numpy()
     counts = np.bincount(user_col, minlength=data.n_users)
     present = np.flatnonzero(counts > 0)

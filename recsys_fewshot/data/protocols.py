@@ -6,6 +6,7 @@ interactions table (file order), so results do not depend on hash order or threa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -14,6 +15,7 @@ import pandas as pd
 
 from recsys_fewshot.data.recdata import TEST, TRAIN, VALID, DataError, RecData
 
+log = logging.getLogger(__name__)
 TASKS = ("rating", "ctr", "ranking")
 
 
@@ -118,6 +120,14 @@ def _refuse_partial_timestamps(ts: np.ndarray, data: RecData, name: str) -> None
                         "while the others have one: fill them in, or drop the timestamp column")
 
 
+def warn_file_order(ts: np.ndarray, data: RecData, name: str, what: str) -> None:
+    """A protocol that orders each user's interactions by time, on data without any timestamp (Last.fm's play
+    counts, a CSV without the column): it goes on in file order, which says nothing of time; say so."""
+    if len(ts) and (ts < 0).all():
+        log.warning("split=%s: data set %r has no timestamps, so %s by file order, not by time", name, data.name,
+                    what)
+
+
 def temporal(data: RecData, test_ratio: float = 0.2, valid_ratio: float = 0.05, seed: int = 0,
              task: Optional[str] = None) -> Split:
     """Global time cut: the latest `test_ratio` of interactions is test, the latest part of the rest valid.
@@ -146,6 +156,7 @@ def leave_one_out(data: RecData, min_interactions: int = 3, seed: int = 0,
     """
     inter = data.interactions
     _refuse_partial_timestamps(inter["timestamp"].to_numpy(), data, "leave_one_out")  # none at all: file order
+    warn_file_order(inter["timestamp"].to_numpy(), data, "leave_one_out", "each user's last interaction is the last")
     order = np.lexsort((np.arange(len(inter)), inter["timestamp"].to_numpy(), inter["user"].to_numpy()))
     users = inter["user"].to_numpy()[order]
     # position from the end within each user's (time-ordered) run

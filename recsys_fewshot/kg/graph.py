@@ -6,8 +6,8 @@ tower can look an item's entity embedding up by its item index.
 
 Two ways in:
 * `attribute_triples(data)`: from the data set's own attributes (MovieLens: item -> genre, item ->
-  release decade, user -> occupation, user -> age bucket, user -> gender; Amazon/UniSRec: item ->
-  category path, item -> brand, parsed from the item text).
+  release decade, item -> tag (ML-25M), user -> occupation, user -> age bucket, user -> gender;
+  Amazon/UniSRec: item -> category path, item -> brand, parsed from the item text; Last.fm: item -> tag).
 * `read_triples_tsv(path, data)`: ``head<TAB>relation<TAB>tail`` lines whose ends are ``item:<raw id>``,
   ``user:<raw id>`` or free entity names; ids unknown to the data set are counted and reported.
 """
@@ -135,9 +135,13 @@ def derived_attributes(data: RecData) -> tuple[pd.DataFrame, pd.DataFrame, dict[
         items["decade"] = items["year"].map(decade)
         users["age_bucket"] = users["age"].map(age_bucket) if "age" in users else ""
         item_rel = {"genres": "has_genre", "decade": "released_in"}
+        if "tags" in items:  # the CSV releases (ML-25M): each movie's most applied tags
+            item_rel["tags"] = "has_tag"
         user_rel = {c: r for c, r in (("occupation", "has_occupation"), ("age_bucket", "in_age_group"),
                                       ("gender", "has_gender")) if c in users}
         return items, users, item_rel, user_rel
+    if "tags" in items and "name" in items:  # Last.fm: artists and the tags users gave them
+        return items, users, {"tags": "has_tag"}, {}
     if "text" in items:  # UniSRec / Amazon
         fields = items["text"].map(amazon_fields)
         items["category"] = [f[0] for f in fields]
