@@ -60,7 +60,7 @@ class DatasetConfig:
     dir: str = MISSING  # folder under root (or an absolute path)
     task: str = "rating"  # the data set's natural task, unless the split or `task=` says otherwise
     positive_threshold: float = 4.0  # rating >= this is "liked" (CTR label, ranking relevance, AUC)
-    text_template: str = "{title}"  # str.format over the items table's columns
+    text_template: Optional[str] = None  # str.format over the items table's columns; None: every text column
     list_columns: list[str] = field(default_factory=list)  # columns whose "|"-joined values read as "a, b"
     missing_text_limit: float = 0.5  # share of items that may have no text (all template fields empty); 1.0: any
     default_fold: str = "given"  # the files' own split used by split=given
