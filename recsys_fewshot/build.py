@@ -157,6 +157,11 @@ def prepare(cfg: DictConfig, data, split, task: str, all_rows: bool) -> Prepared
     spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
                     ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking,
                     candidates=cfg.eval.candidates)
+    if cfg.eval.candidates == "sampled":  # the negatives each positive is ranked against: drawn once per user
+        from recsys_fewshot.sampled import NegativeSampler
+
+        spec.sampler = NegativeSampler.from_data(data, cfg.eval.num_negatives, cfg.eval.negatives,
+                                                 cfg.eval.candidates_seed)
     y = targets(train, spec)
     if task == "rating":
         if np.isnan(y).any():

@@ -295,7 +295,10 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     chunk_size: int = 1024  # users scored at once in full ranking
     ranking: bool = True  # rating/ctr tasks also rank all items for recall/NDCG
-    candidates: Optional[str] = None  # all | test_items (items of the part being scored); None: the split's
+    candidates: Optional[str] = None  # all | test_items (items of the part being scored) | sampled; None: the split's
+    num_negatives: int = 100  # candidates=sampled: negatives drawn per user, each positive ranked against them
+    negatives: str = "uniform"  # candidates=sampled: uniform | popularity (in proportion to the item's interactions)
+    candidates_seed: int = 0  # candidates=sampled: seeds the draw (not seed or split.seed: same negatives every run)
     history_with_valid: bool = False  # test-time user histories also hold the valid interactions
 
 
@@ -375,6 +378,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
                "none": NoLoggerConfig},
     "kg": {"base": KGConfig},
     "llm": {"base": LLMSpec},
+    "eval": {"base": EvalConfig},
 }
 
 
