@@ -89,15 +89,17 @@ def encoder_spec(cfg: DictConfig):
 
 
 def item_texts(cfg: DictConfig, data) -> Optional[list[str]]:
-    """Every item's text, rendered once from `dataset.text_template` (None without an encoder)."""
+    """Every item's text, rendered once from `dataset.text_template` (null: from every text column of the items
+    table, the columns logged); None without an encoder."""
     if cfg.encoder.name_or_path is None:
         return None
-    from recsys_fewshot.data.text import check_text_coverage, render_texts
+    from recsys_fewshot.data.text import check_text_coverage, item_template, render_texts
 
-    texts = render_texts(data.items, cfg.dataset.text_template, list(cfg.dataset.list_columns))
     items_file = reader(cfg).items_file()
-    check_text_coverage(data.items, cfg.dataset.text_template, cfg.dataset.missing_text_limit,
-                        str(data_folder(cfg) / items_file) if items_file else f"dataset.dir={cfg.dataset.dir}")
+    source = str(data_folder(cfg) / items_file) if items_file else f"dataset.dir={cfg.dataset.dir}"
+    template = item_template(data.items, cfg.dataset.text_template, source, log)
+    texts = render_texts(data.items, template, list(cfg.dataset.list_columns))
+    check_text_coverage(data.items, template, cfg.dataset.missing_text_limit, source)
     return texts
 
 
@@ -155,6 +157,11 @@ def prepare(cfg: DictConfig, data, split, task: str, all_rows: bool) -> Prepared
     spec = TaskSpec(task=task, positive_threshold=cfg.dataset.positive_threshold,
                     ks=list(cfg.eval.ks), chunk_size=cfg.eval.chunk_size, rank_all=cfg.eval.ranking,
                     candidates=cfg.eval.candidates)
+    if cfg.eval.candidates == "sampled":  # the negatives each positive is ranked against: drawn once per user
+        from recsys_fewshot.sampled import NegativeSampler
+
+        spec.sampler = NegativeSampler.from_data(data, cfg.eval.num_negatives, cfg.eval.negatives,
+                                                 cfg.eval.candidates_seed)
     y = targets(train, spec)
     if task == "rating":
         if np.isnan(y).any():
@@ -294,9 +301,9 @@ def build_model(cfg: DictConfig, data, prep: Prepared, features, text=None):
                    warm_items=prep.warm, known_users=prep.known, global_mean=prep.global_mean)
     takes = set(data_arguments(head_class(cfg.head._target_)))
     if "item_names" in takes:  # prompt heads: how a prompt names each item, and what it calls one
-        from recsys_fewshot.data.text import render_texts
+        from recsys_fewshot.data.text import item_template, render_texts
 
-        template = cfg.dataset.get("item_name") or cfg.dataset.text_template
+        template = cfg.dataset.get("item_name") or item_template(data.items, cfg.dataset.text_template)
         offered["item_names"] = render_texts(data.items, template, list(cfg.dataset.list_columns))
         offered["item_noun"] = cfg.dataset.get("item_noun") or "item"
     if "sample_sources" in takes:  # the real user behind each sample (samples as users: data/tallrec.py)

@@ -84,7 +84,7 @@ def _split_info(run: Path) -> dict:
         raise CompareError(f"{path}: not found (is {run} a finished run directory?)")
     summary = json.loads(path.read_text())
     split = summary.get("split") or {}
-    info = {"dataset": summary.get("dataset"), "task": summary.get("task"),
+    info = {"dataset": summary.get("dataset"), "task": summary.get("task"), "candidates": summary.get("candidates"),
             **{k: v for k, v in split.items() if k not in TRAINING_ONLY}}
     config = run / "config.yaml"
     if config.is_file():
@@ -103,9 +103,15 @@ def check_same_test(a: Path, b: Path) -> dict:
     in what was trained (TALLRec shot counts and seeds, model seeds) compare. Without them, every setting
     that can pick the test set must match."""
     info_a, info_b = _split_info(a), _split_info(b)
+    ranked = (info_a["candidates"], info_b["candidates"])
+    # runs from before metrics.json named its candidates ranked all items or the split's set, never sampled ones
+    if ranked[0] != ranked[1] and (all(ranked) or any(str(c).startswith("sampled") for c in ranked if c)):
+        raise CompareError(f"{a} and {b} ranked different candidates: {ranked[0] or 'unrecorded'} vs "
+                           f"{ranked[1] or 'unrecorded'} ({METRICS} 'candidates', set by eval.candidates and "
+                           "eval.num_negatives / negatives / candidates_seed): their ranking metrics do not compare")
     pairs = (a / PREDICTIONS).is_file() and (b / PREDICTIONS).is_file()
     keys = ("dataset", "task", "protocol", "test", "items") if pairs else sorted(info_a.keys() | info_b.keys())
-    for key in keys:
+    for key in (k for k in keys if k != "candidates"):
         if info_a.get(key) != info_b.get(key):
             raise CompareError(f"{a} and {b} were not scored on the same test set: {key} = {info_a.get(key)!r} vs "
                                f"{info_b.get(key)!r} ({METRICS} / config.yaml); a paired comparison needs the same "
@@ -425,8 +431,9 @@ def _side(runs: Path | Sequence[Path]) -> str:
 def format_table(a: Path | Sequence[Path], b: Path | Sequence[Path], info: dict, rows: Sequence[Comparison],
                  resamples: int) -> str:
     units = sorted({r.grouped_by for r in rows})
+    ranked = f" / candidates {info['candidates']}" if info.get("candidates") else ""
     head = (f"A: {_side(a)}\nB: {_side(b)}\ntest set: {info.get('dataset')} / {info.get('protocol')} / "
-            f"{info.get('test')} test rows / task {info.get('task')}; paired over {' and '.join(units)}, "
+            f"{info.get('test')} test rows / task {info.get('task')}{ranked}; paired over {' and '.join(units)}, "
             f"{resamples} resamples\n")
     lines = [f"{'metric':<13}{'A':>9}{'B':>9}{'A - B':>10}{'se':>9}{'95% interval':>22}{'p':>9}{'users':>7}  better"]
     for r in rows:

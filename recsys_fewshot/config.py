@@ -96,7 +96,7 @@ class DatasetConfig:
     dir: str = MISSING  # folder under root (or an absolute path)
     task: str = "rating"  # the data set's natural task, unless the split or `task=` says otherwise
     positive_threshold: float = 4.0  # rating >= this is "liked" (CTR label, ranking relevance, AUC)
-    text_template: str = "{title}"  # str.format over the items table's columns
+    text_template: Optional[str] = None  # str.format over the items table's columns; None: every text column
     list_columns: list[str] = field(default_factory=list)  # columns whose "|"-joined values read as "a, b"
     missing_text_limit: float = 0.5  # share of items that may have no text (all template fields empty); 1.0: any
     default_fold: str = "given"  # the files' own split used by split=given
@@ -368,7 +368,10 @@ class EvalConfig:
     ks: list[int] = field(default_factory=lambda: [10, 20])
     chunk_size: int = 1024  # users scored at once in full ranking
     ranking: bool = True  # rating/ctr tasks also rank all items for recall/NDCG
-    candidates: Optional[str] = None  # all | test_items (items of the part being scored); None: the split's
+    candidates: Optional[str] = None  # all | test_items (items of the part being scored) | sampled; None: the split's
+    num_negatives: int = 100  # candidates=sampled: negatives drawn per user, each positive ranked against them
+    negatives: str = "uniform"  # candidates=sampled: uniform | popularity (in proportion to the item's interactions)
+    candidates_seed: int = 0  # candidates=sampled: seeds the draw (not seed or split.seed: same negatives every run)
     history_with_valid: bool = False  # test-time user histories also hold the valid interactions
 
 
@@ -451,6 +454,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
                "none": NoLoggerConfig},
     "kg": {"base": KGConfig},
     "llm": {"base": LLMSpec},
+    "eval": {"base": EvalConfig},
 }
 
 

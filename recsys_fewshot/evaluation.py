@@ -8,7 +8,7 @@ shard and the results are gathered, so metrics do not depend on the number of pr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,18 +26,20 @@ class TaskSpec:
     ks: Sequence[int] = (10, 20)
     chunk_size: int = 1024
     rank_all: bool = True  # rating/ctr tasks also report full-ranking metrics
-    candidates: Optional[str] = None  # all | test_items (the scored part's items); None: what the split gives
+    candidates: Optional[str] = None  # all | test_items (the scored part's items) | sampled; None: the split's
+    sampler: Any = None  # sampled.NegativeSampler of eval.candidates=sampled (each positive against drawn negatives)
 
 
 def resolve_candidates(mode: Optional[str], frame: pd.DataFrame, given: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """The item indices a part ranks (None: all items). `given`: the split's own set for that part."""
-    if mode is None:
+    """The item indices a part ranks (None: all items); with `sampled`, those its negatives are drawn from.
+    `given`: the split's own set for that part."""
+    if mode is None or mode == "sampled":
         return None if given is None else np.asarray(given, np.int64)
     if mode == "all":
         return None
     if mode == "test_items":
         return np.unique(frame["item"].to_numpy()).astype(np.int64)
-    raise ValueError(f"eval.candidates={mode!r}: expected all, test_items or null (the split's choice)")
+    raise ValueError(f"eval.candidates={mode!r}: expected all, test_items, sampled or null (the split's choice)")
 
 
 def default_monitor(task: str) -> str:
@@ -117,6 +119,16 @@ def candidate_scorer(model, items: torch.Tensor):
     return scorer(items) if scorer is not None else (lambda u: model.score_candidates(u, items))
 
 
+def finite_or_fail(model, scores: torch.Tensor, users: np.ndarray) -> None:
+    """FloatingPointError naming the users when `scores` ([users, items]) hold NaN or +inf."""
+    bad = torch.isnan(scores) | (scores == float("inf"))
+    if bad.any():
+        who = users[bad.any(1).nonzero()[:, 0].cpu().numpy()]
+        raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs "
+                                 f"as NaN or +inf, for {len(who)} users (first: {who[:5].tolist()}): rankings "
+                                 "need finite scores")
+
+
 def top_items(model, score, users: np.ndarray, exclude: UserHistory, ranked: np.ndarray, slot: np.ndarray,
               k: int, device) -> tuple[np.ndarray, np.ndarray]:
     """The `k` best items of each of `users` (item indices, -1 where fewer are left) and their scores: `score`
@@ -124,12 +136,7 @@ def top_items(model, score, users: np.ndarray, exclude: UserHistory, ranked: np.
     removed. Full ranking (metrics) and recommendations both rank through here. NaN or +inf scores stop
     with an error naming the users."""
     scores = score(torch.as_tensor(users, device=device)).float()
-    bad = torch.isnan(scores) | (scores == float("inf"))
-    if bad.any():
-        who = users[bad.any(1).nonzero()[:, 0].cpu().numpy()]
-        raise FloatingPointError(f"the model ({type(model).__name__}) scored {int(bad.sum())} (user, item) pairs "
-                                 f"as NaN or +inf, for {len(who)} users (first: {who[:5].tolist()}): rankings "
-                                 "need finite scores")
+    finite_or_fail(model, scores, users)
     rows, cols = exclude.entries(users)
     cols = slot[cols]
     rows, cols = rows[cols >= 0], cols[cols >= 0]
@@ -152,22 +159,32 @@ def rank_users(model, users: np.ndarray, positives: Sequence[np.ndarray], exclud
     index: a model that cannot tell items apart gets a random ranking's metrics, whatever the numbering.
     NaN or +inf scores stop the evaluation with an error.
     """
-    from accelerate.utils import gather_object
-
     k_max = max(ks)
     device = accelerator.device
     ranked, slot = tie_order(n_items, candidates)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = np.arange(rank, len(users), world)
-    parts: dict[str, list[np.ndarray]] = {}
     score = candidate_scorer(model, torch.as_tensor(ranked, device=device))
-    for start in range(0, len(mine), chunk_size):
-        idx = mine[start: start + chunk_size]
+
+    def per_chunk(idx: np.ndarray) -> dict[str, np.ndarray]:
         top, _ = top_items(model, score, users[idx], exclude, ranked, slot, k_max, device)
         if top.shape[1] < k_max:  # fewer items than k: pad (negative entries never count as hits)
             top = np.pad(top, ((0, 0), (0, k_max - top.shape[1])), constant_values=-1)
-        per_user = M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)
-        for name, values in per_user.items():
+        return M.ranking_metrics_per_user(top, [positives[i] for i in idx], ks)
+
+    return per_user_chunks(len(users), chunk_size, accelerator, per_chunk)
+
+
+def per_user_chunks(n_users: int, chunk_size: int, accelerator,
+                    per_chunk: Callable[[np.ndarray], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """`per_chunk(indices)` (per-user metric arrays of those users) over every user, `chunk_size` at a time,
+    each process taking every world-th user; the arrays gathered back in user order."""
+    from accelerate.utils import gather_object
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = np.arange(rank, n_users, world)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(mine), chunk_size):
+        idx = mine[start: start + chunk_size]
+        for name, values in per_chunk(idx).items():
             parts.setdefault(name, []).append(values)
         parts.setdefault("_index", []).append(idx.astype(np.float64))
     local = {name: np.concatenate(v) for name, v in parts.items()}
@@ -198,8 +215,16 @@ def ranking_metrics(model, frame: pd.DataFrame, exclude: UserHistory, n_items: i
     grouped = liked.groupby("user", sort=True)["item"]
     users = np.fromiter(grouped.groups.keys(), dtype=np.int64)
     positives = [g.to_numpy(np.int64) for _, g in grouped]
-    per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator,
-                          candidates)
+    if spec.sampler is not None:  # eval.candidates=sampled: each positive against its user's drawn negatives
+        from recsys_fewshot.sampled import chunk_scorer
+
+        ranked, slot = tie_order(n_items, candidates)
+        with torch.no_grad():
+            per_user = per_user_chunks(len(users), spec.chunk_size, accelerator, chunk_scorer(
+                model, users, positives, exclude, spec.sampler, ranked, slot, spec.ks, accelerator.device))
+    else:
+        per_user = rank_users(model, users, positives, exclude, n_items, spec.ks, spec.chunk_size, accelerator,
+                              candidates)
     table = pd.DataFrame({"user": users, "relevant": [len(np.unique(p)) for p in positives], **per_user})
     return M.mean_over_users(per_user), table
 

@@ -44,6 +44,7 @@ class Run:
     overrides: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
     error: Optional[str] = None  # set for a failed job (no metrics.json)
+    candidates: Optional[str] = None  # what its ranking metrics ranked (metrics.json `candidates`)
 
 
 @dataclass
@@ -120,7 +121,8 @@ def collect(root: Path) -> tuple[list[Run], list[Run]]:
             summary = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ReportError(f"{path}: not valid JSON ({exc})") from exc
-        runs.append(Run(path.parent, read_overrides(path.parent), flat_metrics(summary)))
+        runs.append(Run(path.parent, read_overrides(path.parent), flat_metrics(summary),
+                        candidates=summary.get("candidates")))
     done = {r.path for r in runs}
     failed = []
     for hydra_dir in sorted(root.rglob(".hydra"), key=lambda p: _job_order(p.parent, root)):
@@ -292,6 +294,9 @@ def to_markdown(table: Table, title: str = "", digits: int = 4) -> str:
                  + (f"; mean ± std (ddof=1) over {seeds}" if seeds else "") + ".")
     if table.fixed:
         lines.append("Shared overrides: " + " ".join(f"`{k}={v}`" for k, v in table.fixed.items()))
+    ranked = sorted({r.candidates for rows in table.runs for r in rows if r.candidates})
+    if ranked:  # rankings over different candidates do not compare: said above the table
+        lines.append("Ranked candidates: " + ", ".join(f"`{c}`" for c in ranked))
     lines.append("")
     header = [*table.keys, "n", *table.metrics]
     lines.append("| " + " | ".join(header) + " |")

@@ -72,6 +72,10 @@ def summary(run, *, seed: int, split_seed: Any, fit, monitor: str, valid: dict, 
         "encoder": run.encoder_info,
         "seconds": seconds,
     }
+    if spec.task == "ranking" or (spec.rank_all and spec.task == "rating"):  # what the ranking metrics ranked
+        from recsys_fewshot.sampled import candidates_label
+
+        out["candidates"] = candidates_label(spec, (run.prep.candidates or {}).get("test"))
     if run.init_info:
         out["init_from"] = run.init_info
     if kg_side is not None:
@@ -137,7 +141,8 @@ def print_table(summary: dict) -> None:
         cells.append(f"{v:>9.4f}" if isinstance(v, float) and v == v else f"{'':>9}")
         lines.append(f"{name:<14}{''.join(cells)}".rstrip())
     sizes = summary["split"]
-    print(f"\n{summary['dataset']} / {sizes['protocol']} / task {summary['task']}: "
+    ranked = f" / candidates {summary['candidates']}" if "candidates" in summary else ""
+    print(f"\n{summary['dataset']} / {sizes['protocol']} / task {summary['task']}{ranked}: "
           f"train {sizes['train']}, valid {sizes['valid']}, test {sizes['test']} "
           f"(best epoch {summary['best_epoch']}, {summary['seconds']['total']:.1f}s)")
     print("\n".join(lines))

@@ -36,9 +36,16 @@ def check_settings(cfg: DictConfig) -> None:
     for k in ks:
         _at_least(f"eval.ks (entry {k!r})", k, 1)
     _at_least("eval.chunk_size", cfg.eval.chunk_size, 1)
-    if cfg.eval.candidates not in (None, "all", "test_items"):
-        raise ValueError(f"eval.candidates={cfg.eval.candidates!r}: expected all, test_items or null (the split's "
-                         "choice)")
+    if cfg.eval.candidates not in (None, "all", "test_items", "sampled"):
+        raise ValueError(f"eval.candidates={cfg.eval.candidates!r}: expected all, test_items, sampled or null (the "
+                         "split's choice)")
+    if cfg.eval.candidates == "sampled":
+        from recsys_fewshot.sampled import SAMPLING
+
+        _at_least("eval.num_negatives", cfg.eval.num_negatives, 1)
+        if cfg.eval.negatives not in SAMPLING:
+            raise ValueError(f"eval.negatives={cfg.eval.negatives!r}: expected {' or '.join(SAMPLING)} (how "
+                             "eval.candidates=sampled draws each user's negatives)")
     for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
         _at_least(f"trainer.{key}", t.get(key), 1)
     for key in ("max_epochs", "limit_train_batches", "patience", "checkpoint_every"):

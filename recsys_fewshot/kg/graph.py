@@ -127,11 +127,15 @@ def amazon_fields(text: str, roots: tuple[str, ...] = AMAZON_ROOTS) -> tuple[str
     return parts[-2], parts[-1]
 
 
+ML100K_ITEM_COLUMNS = {"item", "item_id", "title", "year", "genres", "release_date"}  # data/sources.read_ml100k's
+FREE_TEXT_NAMES = ("title", "text", "description")  # never attributes, whatever they hold
+
+
 def derived_attributes(data: RecData) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str], dict[str, str]]:
     """Items and users tables with the attribute columns a KG is built from, and the column -> relation
-    maps for this kind of data set (falls back to every non-id column for other data)."""
+    maps for this kind of data set (`table_attributes` for data without a known layout, e.g. a CSV folder)."""
     items, users = data.items.copy(), data.users.copy()
-    if "genres" in items and "year" in items:  # MovieLens
+    if set(items.columns) == ML100K_ITEM_COLUMNS:  # MovieLens
         items["decade"] = items["year"].map(decade)
         users["age_bucket"] = users["age"].map(age_bucket) if "age" in users else ""
         item_rel = {"genres": "has_genre", "decade": "released_in"}
@@ -147,11 +151,39 @@ def derived_attributes(data: RecData) -> tuple[pd.DataFrame, pd.DataFrame, dict[
         items["category"] = [f[0] for f in fields]
         items["brand"] = [f[1] for f in fields]
         return items, users, {"category": "in_category", "brand": "has_brand"}, {}
-    # ids and free text are not attributes; nor is a few-shot sample's source user (as_sample_users): linking
-    # samples through it would be a learnt user id, which the few-shot rules exclude
-    skip = {"item", "item_id", "user", "user_id", "title", "text", "description", "source_user"}
-    return (items, users, {c: f"has_{c}" for c in items.columns if c not in skip},
-            {c: f"has_{c}" for c in users.columns if c not in skip})
+    items, item_rel = table_attributes(items, "year", "decade", decade, "released_in")
+    users, user_rel = table_attributes(users, "age", "age_bucket", age_bucket, "in_age_group")
+    return items, users, item_rel, user_rel
+
+
+def table_attributes(table: pd.DataFrame, number: str, derived: str, bucket, relation: str
+                     ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The attributes of a table without a known layout (a CSV folder's items or users): every column as
+    ``has_<column>`` (cells split on "|" by `attribute_triples`), except
+
+    * the ids, ``title`` / ``text`` / ``description`` and prose (`columns.is_free_text`: a description or a
+      plot links no two items), and a few-shot sample's ``source_user`` (linking samples through it would be
+      a learnt user id, which the few-shot rules exclude);
+    * the column named `number` (``year`` for items, ``age`` for users; any case): bucketed into `derived`
+      (``decade`` of a year, as for MovieLens: ``decade:1990s``; ``age_bucket``) under `relation`. For items,
+      a column whose name holds ``date`` gives the year where there is no year column or its cell is empty,
+      and is not an attribute itself."""
+    from recsys_fewshot.data.columns import ID_COLUMNS, find_column, is_free_text, year_of
+
+    skip = {*ID_COLUMNS, "source_user", *FREE_TEXT_NAMES}
+    relations = {c: f"has_{c}" for c in table.columns
+                 if c not in skip and str(c).lower() not in FREE_TEXT_NAMES and not is_free_text(table[c])}
+    source = find_column(table, number)
+    dates = [c for c in table.columns if "date" in str(c).lower() and c in relations] if number == "year" else []
+    if source is None and not dates:
+        return table, relations
+    values = table[source].astype(str) if source is not None else pd.Series("", index=table.index)
+    for column in dates:  # release_date "01-Jan-1995": its year where the year column says nothing
+        values = values.where(values.str.strip() != "", table[column].map(year_of))
+    for column in [source, *dates, derived]:  # a column of the file named like the derived one gives way
+        relations.pop(column, None)
+    table = table.assign(**{derived: values.map(bucket)})
+    return table, {**relations, derived: relation}
 
 
 def attribute_triples(data: RecData, item_relations: Optional[dict[str, str]] = None,
