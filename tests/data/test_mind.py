@@ -63,7 +63,7 @@ def test_history_and_impressions_known_answers(logs):
     assert render_texts(data.items, TEMPLATE) == [
         "Title One. Abs one. Category: sports. Subcategory: football_nfl.",
         "Title Two. Category: news. Subcategory: newspolitics.",  # the first news.tsv line of N2 wins
-        "Título Três. Résumé. Category: lifestyle. Subcategory: lifestyleroyals.", "."]
+        "Título Três. Résumé. Category: lifestyle. Subcategory: lifestyleroyals.", ""]
 
 
 @pytest.mark.parametrize("part,file,line,message", [

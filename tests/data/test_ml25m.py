@@ -131,6 +131,8 @@ def test_tags_are_kg_triples_beside_the_genres(tmp_path):
     from recsys_fewshot.kg.graph import attribute_triples
 
     named = attribute_triples(ml25m.read_ml25m(write_ml25m(tmp_path / "ml-25m"))).named()
-    assert {("item:10", "has_tag", "tags:pixar"), ("item:10", "has_tag", "tags:fun, but long"),
-            ("item:20", "has_tag", "tags:dark"), ("item:10", "has_genre", "genres:Sci-Fi")} <= named
-    assert not any(h == "item:40" and r == "has_genre" for h, r, _ in named)  # "(no genres listed)"
+    # the generic attribute path: a relation per column (has_<column>), the year as the release decade
+    assert {("item:10", "has_tags", "tags:pixar"), ("item:10", "has_tags", "tags:fun, but long"),
+            ("item:20", "has_tags", "tags:dark"), ("item:10", "has_genres", "genres:Sci-Fi"),
+            ("item:10", "released_in", "decade:1950s")} <= named
+    assert not any(h == "item:40" and r == "has_genres" for h, r, _ in named)  # "(no genres listed)"
