@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from recsys_fewshot.serving_common import UNKNOWN_CHOICES, VECTOR_KINDS, ServeError, check_k
-from recsys_fewshot.serving_io import check_out, read_ids, read_rows, write_rows
+from recsys_fewshot.serving_io import check_out, command_args, read_ids, read_rows, write_rows
 
 OWN_KEYS = ("run_dir", "users", "k", "out", "exclude_known", "unknown", "similar", "vectors", "export", "history",
             "items", "pairs", "explain")
@@ -157,20 +157,10 @@ def run(own: dict[str, str], overrides: list[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    import os
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__.strip())
-        return 0
-    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0] in OWN_KEYS}
-    overrides = [a for a in args if a.split("=", 1)[0] not in OWN_KEYS]
-    if "run_dir" not in own:
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parsed = command_args(argv, __doc__, OWN_KEYS)
+    if isinstance(parsed, int):
+        return parsed
+    own, overrides = parsed
     # this command's own warnings (unknown ids skipped, k beyond the catalogue) always reach stderr
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("recommend: %(message)s"))

@@ -16,8 +16,6 @@ trainer.cpu=true). Needs the serve extra: pip install -e '.[serve]'.
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
 import socket
 import sys
@@ -28,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_fewshot.posted import check_new_users
+from recsys_fewshot.serving_io import command_args
 from recsys_fewshot.serving import VECTOR_KINDS, ServeError, check_k
 
 OWN_KEYS = ("run_dir", "host", "port", "threads")
@@ -323,18 +322,10 @@ def run(own: dict[str, str], overrides: list[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__.strip())
-        return 0
-    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0] in OWN_KEYS}
-    overrides = [a for a in args if a.split("=", 1)[0] not in OWN_KEYS]
-    if "run_dir" not in own:
-        print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        return 2
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parsed = command_args(argv, __doc__, OWN_KEYS)
+    if isinstance(parsed, int):
+        return parsed
+    own, overrides = parsed
     try:
         return run(own, overrides)
     except KeyboardInterrupt:  # Ctrl-C while loading

@@ -195,3 +195,25 @@ def write_rows(path: Optional[Path], frames: Iterable[pd.DataFrame], schema: dic
     path.parent.mkdir(parents=True, exist_ok=True)
     tracking.write_file(path, write)
     return count
+
+
+def command_args(argv: Optional[list[str]], doc: str, own_keys: Sequence[str]) -> "tuple[dict[str, str], list[str]] | int":
+    """A `recommend` / `serve` command line split into its own `key=value` options and the config overrides,
+    with the process set up as both commands run (no hub progress bars, warnings on stderr); an exit status
+    instead where the command ends here: 0 after `--help`, 2 (the usage line printed) without `run_dir=`."""
+    import logging
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        print(doc.strip())
+        return 0
+    own = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if "=" in a and a.split("=", 1)[0] in own_keys}
+    overrides = [a for a in args if a.split("=", 1)[0] not in own_keys]
+    if "run_dir" not in own:
+        print(doc.strip().splitlines()[0], file=sys.stderr)
+        return 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return own, overrides
