@@ -12,7 +12,7 @@ Other ``key=value`` arguments override the saved config (``dataset.root=/elsewhe
 ``check=true`` exits with status 1 when a test metric differs from ``metrics.json`` by more than
 ``tolerance`` (default 1e-4).
 
-The saved config only ever builds this project's classes (`config.saved_run_config`): the PEFT method and the
+The saved config only ever builds this project's classes (`saved_config.saved_run_config`): the PEFT method and the
 tracker are the classes of the names the run recorded, a run saved before readers were chosen by `_target_`
 gets the reader of its `dataset.kind`, and any other `_target_` outside `recsys_fewshot` (and torch's
 optimizers) is refused.
@@ -31,7 +31,7 @@ OWN_KEYS = ("run_dir", "check", "tolerance")
 def load_run_config(run_dir: Path, overrides: list[str]):
     from omegaconf import OmegaConf
 
-    from recsys_fewshot.config import saved_run_config
+    from recsys_fewshot.saved_config import saved_run_config
 
     # config.yaml: written with the results (a later, refused start in this dir rewrites .hydra/config.yaml
     # but leaves the results and it alone); .hydra/config.yaml: runs from before it existed

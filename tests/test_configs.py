@@ -323,7 +323,7 @@ def test_adding_a_head_takes_its_class_and_its_yaml(tmp_path, tiny_world):
 
 def test_a_saved_config_with_keys_its_head_ignored_loads_without_them():
     """Run folders written when every head's config also held MF's knobs (which EASE ignored) still re-score."""
-    from recsys_fewshot.config import saved_run_config
+    from recsys_fewshot.saved_config import saved_run_config
 
     old = {"head": {"_target_": "recsys_fewshot.models.ease.EASE", "reg": 400.0, "dim": 64, "user_id": True}}
     assert saved_run_config(old, "config.yaml")["head"] == {"_target_": "recsys_fewshot.models.ease.EASE",
@@ -339,7 +339,7 @@ def test_a_saved_config_with_keys_its_head_ignored_loads_without_them():
 def test_a_saved_config_may_only_name_the_classes_the_projects_own_options_use(key, node):
     """A function of the package put where a reader, split or head belongs is refused: a shared run folder's
     config.yaml cannot write or delete files through `evaluate`."""
-    from recsys_fewshot.config import saved_run_config
+    from recsys_fewshot.saved_config import saved_run_config
 
     with pytest.raises(ValueError, match=r"config.yaml: .*_target_=.* is not one of the classes"):
         saved_run_config({key: node}, "config.yaml")
